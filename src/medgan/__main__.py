@@ -1,0 +1,3 @@
+from medgan.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""Training configuration: defaults from the seed projects, overridable by a TOML file and CLI flags.
+
+Unknown keys and bad values are rejected with the valid choices. The resolved configuration is
+written to ``RUN_DIR/config.toml`` and is all that is needed to rebuild a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+import tomli_w
+
+from medgan import MedganError
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "builtin"
+    data_root: str = ""  # "" = $MEDGAN_DATA, else ~/.medmnist
+    size: int = 28
+    channels: int = 0  # 0 = the dataset's own (1 for X-rays, 3 for pathology)
+    model: str = "mlp"
+    loss: str = "lsgan"
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_critic: int = 0  # 0 = the loss's default: 5 for Wasserstein losses, else 1
+    latent_dim: int = 100
+    seed: int = 0
+    device: str = "auto"  # auto = CUDA when present, else CPU
+    out: str = ""  # "" = runs/<dataset>-<model>-<loss>-s<seed>
+    log_every: int = 10  # steps between metrics.jsonl / TensorBoard scalar records
+    grid_size: int = 64  # images in the per-epoch sample grid (fixed noise)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return validate(dataclasses.replace(self, **changes))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+POSITIVE = {"size", "epochs", "batch_size", "latent_dim", "log_every", "grid_size"}
+
+
+def _choices() -> dict[str, list[str]]:
+    from medgan.losses import LOSSES
+    from medgan.models import MODELS
+
+    return {"model": sorted(MODELS), "loss": sorted(LOSSES)}
+
+
+def _check_type(name: str, value):
+    want = FIELDS[name].type
+    if want == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        raise MedganError(f"config key {name!r} must be an integer, got {value!r}")
+    if want == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise MedganError(f"config key {name!r} must be a number, got {value!r}")
+    if want == "str" and not isinstance(value, str):
+        raise MedganError(f"config key {name!r} must be a string, got {value!r}")
+    return float(value) if want == "float" else value
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every value; raise MedganError naming the key and the valid choices."""
+    for name in FIELDS:
+        setattr(cfg, name, _check_type(name, getattr(cfg, name)))
+    for name, choices in _choices().items():
+        if getattr(cfg, name) not in choices:
+            raise MedganError(f"{name} must be one of {', '.join(choices)}; got {getattr(cfg, name)!r}")
+    for name in POSITIVE:
+        if getattr(cfg, name) < 1:
+            raise MedganError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.channels not in (0, 1, 3):
+        raise MedganError(f"channels must be 1 or 3 (or 0 for the dataset's own), got {cfg.channels}")
+    if cfg.n_critic < 0:
+        raise MedganError(f"n_critic must be >= 1 (or 0 for the loss's default), got {cfg.n_critic}")
+    if not cfg.lr > 0:
+        raise MedganError(f"lr must be > 0, got {cfg.lr}")
+    if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
+        raise MedganError(f"beta1 and beta2 must be in [0, 1), got {cfg.beta1}, {cfg.beta2}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):
+        raise MedganError(f"device must be auto, cpu, cuda, cuda:N or mps; got {cfg.device!r}")
+    return cfg
+
+
+def from_dict(values: dict, base: TrainConfig | None = None) -> TrainConfig:
+    unknown = [k for k in values if k not in FIELDS]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, FIELDS, n=1)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise MedganError(f"unknown config key(s) {', '.join(hints)}. Valid keys: {', '.join(FIELDS)}")
+    return validate(dataclasses.replace(base or TrainConfig(), **values))
+
+
+def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise MedganError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise MedganError(f"config file {path} is not valid TOML: {e}") from None
+    values = values.get("train", values)  # accept a [train] table or top-level keys
+    try:
+        return from_dict(values, base)
+    except MedganError as e:
+        raise MedganError(f"{path}: {e}") from None
+
+
+def to_toml(cfg: TrainConfig) -> str:
+    return "# medgan training configuration (resolved)\n" + tomli_w.dumps(cfg.to_dict())
+
+
+def default_out(cfg: TrainConfig) -> str:
+    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.dataset.replace("folder:", "").strip("/")) or "data"
+    return str(Path("runs") / f"{dataset}-{cfg.model}-{cfg.loss}-s{cfg.seed}")

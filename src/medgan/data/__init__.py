@@ -1,0 +1,26 @@
+"""Data: every MedMNIST 2D set at 28/64/128/224, image folders, and an offline ``builtin`` set."""
+
+from __future__ import annotations
+
+from medgan import MedganError
+from medgan.data.builtin import load_builtin
+from medgan.data.folder import load_folder
+from medgan.data.imageset import ImageSet, to_float, to_uint8
+from medgan.data.medmnist import DATASETS, SIZES, load_medmnist
+
+__all__ = ["ImageSet", "load_dataset", "dataset_names", "to_float", "to_uint8", "DATASETS", "SIZES"]
+
+
+def dataset_names() -> list[str]:
+    return ["builtin", *DATASETS]
+
+
+def load_dataset(name: str, split: str = "train", size: int = 28, channels: int | None = None, root=None, download: bool = True) -> ImageSet:
+    """Load one split of a dataset: ``builtin``, ``folder:PATH`` or a MedMNIST flag (e.g. ``pneumoniamnist``)."""
+    if channels not in (None, 1, 3):
+        raise MedganError(f"channels must be 1 or 3, got {channels}")
+    if name == "builtin":
+        return load_builtin(split, size, channels)
+    if name.startswith("folder:"):
+        return load_folder(name[len("folder:"):], split, size, channels)
+    return load_medmnist(name, split, size, channels, root, download)

@@ -1,0 +1,130 @@
+"""GAN losses as small objects in a registry. Adding a variant never touches the trainer.
+
+Each loss turns discriminator outputs (raw scores, no sigmoid) into a D loss and a G loss.
+``d_loss`` returns the loss and a dict of extra scalars to log (e.g. the Wasserstein estimate).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOSSES: dict[str, type["GANLoss"]] = {}
+
+
+def register(name: str):
+    def add(cls):
+        cls.name = name
+        LOSSES[name] = cls
+        return cls
+
+    return add
+
+
+class GANLoss:
+    name = "?"
+    n_critic = 1  # default D steps per G step
+    wasserstein = False  # a critic: no batch norm in D, logs the Wasserstein estimate
+
+    def d_loss(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        real_out, fake_out = disc(real), disc(fake)
+        return self.d_from_scores(real_out, fake_out), self.stats(real_out, fake_out)
+
+    def d_from_scores(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def g_loss(self, fake_out: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def stats(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> dict:
+        return {"d_real": real_out.detach().mean(), "d_fake": fake_out.detach().mean()}
+
+    def after_d_step(self, disc: nn.Module) -> None:
+        """Hook run after each discriminator optimiser step (weight clipping)."""
+
+
+@register("gan")
+class BCELoss(GANLoss):
+    """Original GAN with binary cross-entropy and the non-saturating generator loss."""
+
+    def d_from_scores(self, real_out, fake_out):
+        return F.softplus(-real_out).mean() + F.softplus(fake_out).mean()
+
+    def g_loss(self, fake_out):
+        return F.softplus(-fake_out).mean()
+
+
+@register("lsgan")
+class LeastSquaresLoss(GANLoss):
+    """LSGAN (Mao et al. 2017), targets a=0, b=c=1."""
+
+    def d_from_scores(self, real_out, fake_out):
+        return 0.5 * ((real_out - 1).pow(2).mean() + fake_out.pow(2).mean())
+
+    def g_loss(self, fake_out):
+        return 0.5 * (fake_out - 1).pow(2).mean()
+
+
+@register("hinge")
+class HingeLoss(GANLoss):
+    """Hinge loss (Lim & Ye 2017; SNGAN, BigGAN)."""
+
+    def d_from_scores(self, real_out, fake_out):
+        return F.relu(1 - real_out).mean() + F.relu(1 + fake_out).mean()
+
+    def g_loss(self, fake_out):
+        return -fake_out.mean()
+
+
+@register("wgan")
+class WassersteinLoss(GANLoss):
+    """WGAN (Arjovsky et al. 2017): critic weights clipped to [-clip, clip] after each optimiser step."""
+
+    n_critic = 5
+    wasserstein = True
+
+    def __init__(self, clip: float = 0.01):
+        self.clip = clip
+
+    def d_from_scores(self, real_out, fake_out):
+        return fake_out.mean() - real_out.mean()
+
+    def g_loss(self, fake_out):
+        return -fake_out.mean()
+
+    def stats(self, real_out, fake_out):
+        return {**super().stats(real_out, fake_out), "wasserstein": (real_out.mean() - fake_out.mean()).detach()}
+
+    @torch.no_grad()
+    def after_d_step(self, disc):
+        for p in disc.parameters():
+            p.clamp_(-self.clip, self.clip)
+
+
+def gradient_penalty(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """E[(||grad D(x_hat)||_2 - 1)^2], the norm taken per sample over all pixels and channels."""
+    alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    mixed = torch.lerp(real.detach(), fake.detach(), alpha).requires_grad_(True)
+    (grad,) = torch.autograd.grad(disc(mixed).sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+
+
+@register("wgan-gp")
+class WassersteinGPLoss(WassersteinLoss):
+    """WGAN-GP (Gulrajani et al. 2017): Wasserstein loss plus lambda * gradient penalty."""
+
+    def __init__(self, gp_weight: float = 10.0):
+        self.gp_weight = gp_weight
+
+    def d_loss(self, disc, real, fake):
+        loss, stats = super().d_loss(disc, real, fake)
+        penalty = gradient_penalty(disc, real, fake)
+        return loss + self.gp_weight * penalty, {**stats, "gradient_penalty": penalty.detach()}
+
+    def after_d_step(self, disc):  # no clipping: the penalty keeps the critic Lipschitz
+        pass
+
+
+def build_loss(name: str) -> GANLoss:
+    return LOSSES[name]()

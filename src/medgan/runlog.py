@@ -1,0 +1,75 @@
+"""What a run writes besides checkpoints: run.json, metrics.jsonl, TensorBoard events, sample grids."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import medgan
+from medgan import io
+
+
+def versions() -> dict:
+    return {
+        "medgan": medgan.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+class RunLog:
+    """Appends scalar records to metrics.jsonl and TensorBoard; keeps run.json up to date."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True):
+        self.dir = Path(run_dir)
+        self.metrics_path = self.dir / "metrics.jsonl"
+        self.run_path = self.dir / "run.json"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.dir / "tensorboard"))
+        self.info = json.loads(self.run_path.read_text()) if self.run_path.exists() else {}
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records newer than ``step`` (written after the checkpoint a resumed run starts from)."""
+        if not self.metrics_path.exists():
+            return
+        keep = [line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        io.write_text(self.metrics_path, "".join(line + "\n" for line in keep))
+
+    def scalars(self, record: dict) -> None:
+        """One metrics.jsonl line; every numeric field but step/epoch also goes to TensorBoard."""
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            prefix = "epoch/" if record.get("kind") == "epoch" else ""
+            for key, value in record.items():
+                if key not in ("step", "epoch", "kind") and isinstance(value, (int, float)):
+                    self._tb.add_scalar(prefix + key, value, record["step"])
+
+    def image_grid(self, tag: str, grid: torch.Tensor, step: int) -> None:
+        if self._tb is not None:
+            self._tb.add_image(tag, grid, step)
+
+    def status(self, **fields) -> None:
+        self.info.update(fields)
+        io.write_json(self.run_path, self.info)
+
+    def started(self, device: str, resumed: bool) -> None:
+        now = time.time()
+        self.info.setdefault("started", now)
+        self.info.setdefault("segments", []).append({"started": now, "device": device, "resumed": resumed})
+        self.status(status="running", device=device, versions=versions(), error=None)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()

@@ -1,0 +1,288 @@
+"""The trainer: one loop for every GAN variant, seeded, checkpointed every epoch, resumable.
+
+Per batch: one discriminator step; every ``n_critic``-th batch also one generator step. The data
+stay on the device as uint8 and are normalised per batch, so there is no per-image work in the loop.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torchvision.utils import make_grid, save_image
+
+from medgan import MedganError, io
+from medgan.config import TrainConfig, default_out, to_toml, load_toml
+from medgan.data import ImageSet, load_dataset
+from medgan.losses import build_loss
+from medgan.models import build_models
+from medgan.runlog import RunLog
+
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MedganError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return device
+
+
+def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Adam:
+    # The fused Adam kernel updates all tensors in one pass (CPU and CUDA); see benchmarks/RESULTS.md.
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+
+
+class NonFiniteLoss(MedganError):
+    pass
+
+
+class Trainer:
+    """Builds data, nets, loss and optimisers from a config, then ``fit()`` trains them."""
+
+    def __init__(self, cfg: TrainConfig, data: ImageSet | None = None, progress: bool = True, tensorboard: bool = True):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.out = Path(cfg.out or default_out(cfg))
+        self.data = data or load_dataset(cfg.dataset, "train", cfg.size, cfg.channels or None, cfg.data_root or None)
+        if len(self.data) < cfg.batch_size:
+            raise MedganError(f"batch size {cfg.batch_size} is larger than the dataset ({len(self.data)} images)")
+        self.loss = build_loss(cfg.loss)
+        # Resolve the "auto" values so config.toml describes the run completely.
+        self.cfg = cfg = cfg.replace(
+            channels=self.data.channels, size=self.data.size, out=str(self.out),
+            n_critic=cfg.n_critic or self.loss.n_critic,
+        )
+        torch.manual_seed(cfg.seed)
+        self.generator, self.discriminator = (
+            m.to(self.device) for m in build_models(cfg.model, self.data.shape, cfg.latent_dim, batch_norm_in_d=not self.loss.wasserstein)
+        )
+        self.opt_g = make_optimizer(self.generator.parameters(), cfg, self.device)
+        self.opt_d = make_optimizer(self.discriminator.parameters(), cfg, self.device)
+        self.shuffle = torch.Generator().manual_seed(cfg.seed)
+        self.fixed_noise = torch.randn(cfg.grid_size, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed + 1)).to(self.device)
+        self.epoch, self.batch_index, self.step = 0, 0, 0
+        self.epoch_shuffle_state = self.shuffle.get_state()
+        self.progress, self.tensorboard = progress, tensorboard
+        self.step_hooks: list = []  # callables(trainer) run after every step (tests, extensions)
+        self.epoch_hooks: list = []  # callables(trainer, log) run after every epoch (evaluation)
+        self.stop_requested = False
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "epoch": self.epoch,
+            "batch_index": self.batch_index,
+            "step": self.step,
+            "epoch_shuffle_state": self.epoch_shuffle_state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "config": self.cfg.to_dict(),
+        }
+
+    def save(self) -> None:
+        io.save_torch(self.out / CHECKPOINT, self.state())
+
+    def load(self, path: Path) -> None:
+        try:
+            state = io.load_torch(path)
+            self.generator.load_state_dict(state["generator"])
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        except (RuntimeError, KeyError, EOFError, OSError) as e:
+            raise MedganError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {e}); start a new run with another --out") from None
+        self.epoch, self.batch_index, self.step = state["epoch"], state["batch_index"], state["step"]
+        self.epoch_shuffle_state = state["epoch_shuffle_state"]
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    # ----- one step ----------------------------------------------------------------------------
+    def train_step(self, real: torch.Tensor, generator_step: bool) -> dict:
+        """One D step, plus one G step if asked; returns detached scalars (no device sync)."""
+        G, D, loss = self.generator, self.discriminator, self.loss
+        z = torch.randn(real.shape[0], self.cfg.latent_dim, device=self.device)
+        with torch.set_grad_enabled(generator_step):  # keep G's graph only when G will step
+            fake = G(z)
+        d_loss, stats = loss.d_loss(D, real, fake.detach())
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        loss.after_d_step(D)
+        record = {"d_loss": d_loss.detach(), **stats}
+        if generator_step:
+            D.requires_grad_(False)  # gradients flow through D to G, but none are stored for D
+            g_loss = loss.g_loss(D(fake))
+            self.opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.opt_g.step()
+            D.requires_grad_(True)
+            record["g_loss"] = g_loss.detach()
+        return record
+
+    # ----- the loop ----------------------------------------------------------------------------
+    def batches_per_epoch(self) -> int:
+        return len(self.data) // self.cfg.batch_size
+
+    def fit(self, resume: bool = False) -> Path:
+        cfg = self.cfg
+        ckpt = self.out / CHECKPOINT
+        if resume:
+            if not ckpt.exists():
+                raise MedganError(f"nothing to resume: {ckpt} does not exist")
+            self.load(ckpt)
+        elif ckpt.exists():
+            raise MedganError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        io.write_text(self.out / "config.toml", to_toml(cfg))
+        log = RunLog(self.out, tensorboard=self.tensorboard)
+        if resume:
+            log.truncate_after(self.step)
+        log.started(str(self.device), resume)
+        t_start = time.time()
+        try:
+            with self._signals_stop_training():
+                self._loop(log)
+        except MedganError as e:
+            log.status(status="failed", error=str(e))
+            raise
+        except BaseException as e:
+            log.status(status="failed", error=f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            log.info["segments"][-1]["wall_time_s"] = time.time() - t_start
+            log.status(wall_time_s=sum(s.get("wall_time_s", 0.0) for s in log.info["segments"]))
+            log.close()
+        if self.stop_requested:
+            log.status(status="interrupted", epochs_done=self.epoch)
+        else:
+            log.status(status="finished", epochs_done=self.epoch, finished=time.time())
+        return self.out
+
+    def _loop(self, log: RunLog) -> None:
+        cfg, data = self.cfg, self.data
+        n_batches = self.batches_per_epoch()
+        bar = self._progress_bar(n_batches)
+        pending: list[dict] = []
+        t_interval = time.perf_counter()
+        while self.epoch < cfg.epochs:
+            self.shuffle.set_state(self.epoch_shuffle_state)
+            order = torch.randperm(len(data), generator=self.shuffle)[: n_batches * cfg.batch_size].view(n_batches, -1)
+            epoch_records: list[dict] = []
+            while self.batch_index < n_batches:
+                real = data.batch(order[self.batch_index], self.device)
+                record = self.train_step(real, generator_step=(self.step + 1) % cfg.n_critic == 0)
+                self.step += 1
+                self.batch_index += 1
+                pending.append(record)
+                for hook in self.step_hooks:
+                    hook(self)
+                if len(pending) == cfg.log_every or self.batch_index == n_batches or self.stop_requested:
+                    t_now = time.perf_counter()
+                    summary = self._flush(pending, log, (t_now - t_interval) / len(pending))
+                    epoch_records.append(summary | {"n": len(pending)})
+                    bar.update(len(pending))
+                    bar.set_postfix(img_s=f"{cfg.batch_size / summary['step_time_s']:.0f}", d=f"{summary['d_loss']:.3f}", g=f"{summary.get('g_loss', float('nan')):.3f}", refresh=False)
+                    pending, t_interval = [], t_now
+                if self.stop_requested:
+                    self.save()
+                    bar.close()
+                    return
+            self.epoch += 1
+            self.batch_index = 0
+            self.epoch_shuffle_state = self.shuffle.get_state()
+            self._end_epoch(log, epoch_records)
+            t_interval = time.perf_counter()
+        bar.close()
+
+    def _flush(self, pending: list[dict], log: RunLog, step_time: float) -> dict:
+        """Average the pending step records, stop on NaN/inf, write one metrics record."""
+        keys = sorted({k for r in pending for k in r})
+        means = {k: torch.stack([r[k] for r in pending if k in r]).float().mean().item() for k in keys}
+        bad = [k for k, v in means.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLoss(
+                f"non-finite {', '.join(bad)} at step {self.step} (epoch {self.epoch + 1}); training stopped. "
+                f"The last good checkpoint ({self.out / CHECKPOINT}, end of epoch {self.epoch}) is kept. "
+                "Try a lower --lr, another --loss (e.g. wgan-gp or lsgan), or a different --seed."
+            )
+        record = {"step": self.step, "epoch": self.epoch + 1, **means, "step_time_s": step_time}
+        log.scalars(record)
+        return record
+
+    def _end_epoch(self, log: RunLog, records: list[dict]) -> None:
+        total = sum(r["n"] for r in records)
+        keys = sorted({k for r in records for k in r} - {"n", "step", "epoch"})
+        summary = {k: sum(r[k] * r["n"] for r in records if k in r) / sum(r["n"] for r in records if k in r) for k in keys}
+        summary["epoch_time_s"] = summary.pop("step_time_s") * total
+        log.scalars({"kind": "epoch", "step": self.step, "epoch": self.epoch, **summary})
+        grid = self.sample_grid()
+        with io.atomic_path(self.out / "samples" / f"epoch_{self.epoch:03d}.png") as tmp:
+            save_image(grid, tmp, format="png")
+        log.image_grid("samples", grid, self.step)
+        for hook in self.epoch_hooks:
+            hook(self, log)
+        self.save()
+        log.status(epochs_done=self.epoch)
+
+    @torch.no_grad()
+    def sample_grid(self) -> torch.Tensor:
+        """Images from the fixed noise batch as one grid in [0, 1]."""
+        self.generator.eval()
+        images = self.generator(self.fixed_noise)
+        self.generator.train()
+        return make_grid(images.float().cpu(), nrow=int(math.sqrt(len(images))) or 1, normalize=True, value_range=(-1, 1))
+
+    def _progress_bar(self, n_batches: int):
+        from tqdm.auto import tqdm
+
+        done = self.epoch * n_batches + self.batch_index
+        return tqdm(total=self.cfg.epochs * n_batches, initial=done, disable=not self.progress, unit="step", desc=f"{self.cfg.model}-{self.cfg.loss}", dynamic_ncols=True)
+
+    @contextmanager
+    def _signals_stop_training(self):
+        """SIGINT/SIGTERM: finish the current step, write a checkpoint, exit cleanly (resumable)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            if self.stop_requested:  # a second Ctrl-C stops at once
+                raise KeyboardInterrupt
+            self.stop_requested = True
+
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def train(cfg: TrainConfig, resume: bool = False, **kwargs) -> Path:
+    """Train one run; returns its directory."""
+    return Trainer(cfg, **kwargs).fit(resume=resume)
+
+
+def config_for_resume(run_dir: Path, overrides: dict) -> TrainConfig:
+    """The run's own config, with only ``epochs`` and ``device`` changeable."""
+    path = Path(run_dir) / "config.toml"
+    if not path.exists():
+        raise MedganError(f"nothing to resume: {path} does not exist")
+    cfg = load_toml(path)
+    changed = {k: v for k, v in overrides.items() if k not in ("epochs", "device", "out") and v != getattr(cfg, k)}
+    if changed:
+        raise MedganError(f"cannot change {', '.join(sorted(changed))} when resuming {run_dir}; only --epochs and --device")
+    return cfg.replace(**{k: v for k, v in overrides.items() if k in ("epochs", "device")})
