@@ -24,6 +24,7 @@ TRAIN_FLAGS = {
     "--beta2": (float, "Adam beta2 (default 0.999)"),
     "--n-critic": (int, "D steps per G step (default 5 for wgan/wgan-gp, else 1)"),
     "--latent-dim": (int, "size of the noise vector (default 100)"),
+    "--width": (int, "base channel width of the dcgan nets (default 64)"),
     "--seed": (int, "random seed (default 0)"),
     "--device": (str, "auto, cpu, cuda or cuda:N (default auto)"),
     "--out": (str, "run directory (default runs/<dataset>-<model>-<loss>-s<seed>)"),

@@ -37,6 +37,7 @@ class TrainConfig:
     beta2: float = 0.999
     n_critic: int = 0  # 0 = the loss's default: 5 for Wasserstein losses, else 1
     latent_dim: int = 100
+    width: int = 64  # base channel width of convolutional nets (dcgan)
     seed: int = 0
     device: str = "auto"  # auto = CUDA when present, else CPU
     out: str = ""  # "" = runs/<dataset>-<model>-<loss>-s<seed>
@@ -51,7 +52,7 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
-POSITIVE = {"size", "epochs", "batch_size", "latent_dim", "log_every", "grid_size"}
+POSITIVE = {"size", "epochs", "batch_size", "latent_dim", "width", "log_every", "grid_size"}
 
 
 def _choices() -> dict[str, list[str]]:

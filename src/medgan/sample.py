@@ -22,7 +22,7 @@ def load_generator(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
     if not ckpt.exists() or not cfg_path.exists():
         raise MedganError(f"{run_dir} is not a medgan run directory (needs config.toml and {CHECKPOINT})")
     cfg = load_toml(cfg_path)
-    generator, _ = build_models(cfg.model, (cfg.channels, cfg.size, cfg.size), cfg.latent_dim, not build_loss(cfg.loss).wasserstein)
+    generator, _ = build_models(cfg.model, (cfg.channels, cfg.size, cfg.size), cfg.latent_dim, not build_loss(cfg.loss).wasserstein, cfg.width)
     state = io.load_torch(ckpt)
     generator.load_state_dict(state.get("generator_ema", state["generator"]))
     return generator.to(resolve_device(device)).eval()

@@ -62,7 +62,7 @@ class Trainer:
         )
         torch.manual_seed(cfg.seed)
         self.generator, self.discriminator = (
-            m.to(self.device) for m in build_models(cfg.model, self.data.shape, cfg.latent_dim, batch_norm_in_d=not self.loss.wasserstein)
+            m.to(self.device) for m in build_models(cfg.model, self.data.shape, cfg.latent_dim, not self.loss.wasserstein, cfg.width)
         )
         self.opt_g = make_optimizer(self.generator.parameters(), cfg, self.device)
         self.opt_d = make_optimizer(self.discriminator.parameters(), cfg, self.device)

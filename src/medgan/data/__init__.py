@@ -19,6 +19,8 @@ def load_dataset(name: str, split: str = "train", size: int = 28, channels: int 
     """Load one split of a dataset: ``builtin``, ``folder:PATH`` or a MedMNIST flag (e.g. ``pneumoniamnist``)."""
     if channels not in (None, 1, 3):
         raise MedganError(f"channels must be 1 or 3, got {channels}")
+    if split not in ("train", "val", "test"):
+        raise MedganError(f"split must be one of ('train', 'val', 'test'), got {split!r}")
     if name == "builtin":
         return load_builtin(split, size, channels)
     if name.startswith("folder:"):

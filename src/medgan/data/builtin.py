@@ -7,6 +7,8 @@ Label: 1 when a patch holds more DAB (brown) stain than the median train patch, 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,29 +21,33 @@ COUNTS = {"train": 4096, "val": 512, "test": 512}
 LABEL_NAMES = {"0": "low DAB stain", "1": "high DAB stain"}
 
 
-def _source() -> np.ndarray:
-    from skimage import data
-
-    return data.immunohistochemistry()  # (512, 512, 3) uint8
-
-
 def _dab(patches: torch.Tensor) -> np.ndarray:
+    """Mean DAB (brown) stain of each patch."""
     from skimage.color import rgb2hed
 
-    rgb = patches.permute(0, 2, 3, 1).numpy()
-    return np.array([rgb2hed(p)[..., 2].mean() for p in rgb])
+    return np.array([rgb2hed(p)[..., 2].mean() for p in patches.permute(0, 2, 3, 1).numpy()])
 
 
-def _cut(image: np.ndarray, split: str) -> torch.Tensor:
+@lru_cache(maxsize=None)
+def _patches(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source patches (n, 3, 64, 64) of one split and their labels (n, 1)."""
+    from skimage import data
+
+    image = data.immunohistochemistry()  # (512, 512, 3) uint8
     top, bottom = BANDS[split]
     rng = np.random.default_rng(["train", "val", "test"].index(split))
     n = COUNTS[split]
     ys = rng.integers(top, bottom - SOURCE_PATCH + 1, n)
     xs = rng.integers(0, image.shape[1] - SOURCE_PATCH + 1, n)
-    patches = np.stack([image[y : y + SOURCE_PATCH, x : x + SOURCE_PATCH] for y, x in zip(ys, xs)])
-    k = rng.integers(0, 4, n)  # random 90-degree rotations: tissue has no orientation
-    patches = np.stack([np.rot90(p, r) for p, r in zip(patches, k)])
-    return torch.from_numpy(np.ascontiguousarray(patches)).permute(0, 3, 1, 2).contiguous()
+    windows = np.lib.stride_tricks.sliding_window_view(image, (SOURCE_PATCH, SOURCE_PATCH), axis=(0, 1))
+    patches = windows[ys, xs].transpose(0, 2, 3, 1)  # (n, 64, 64, 3)
+    turns = rng.integers(0, 4, n)  # random 90-degree rotations: tissue has no orientation
+    for k in range(1, 4):
+        patches[turns == k] = np.rot90(patches[turns == k], k, axes=(1, 2))
+    patches = torch.from_numpy(np.ascontiguousarray(patches)).permute(0, 3, 1, 2).contiguous()
+    threshold = np.median(_dab(_patches("train")[0][:512])) if split != "train" else np.median(_dab(patches[:512]))
+    labels = torch.from_numpy((_dab(patches) > threshold).astype(np.int64)).view(-1, 1)
+    return patches, labels
 
 
 def _resize(patches: torch.Tensor, size: int) -> torch.Tensor:
@@ -51,17 +57,7 @@ def _resize(patches: torch.Tensor, size: int) -> torch.Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-_CACHE: dict = {}
-
-
 def load_builtin(split: str, size: int = 28, channels: int | None = None) -> ImageSet:
-    key = (split, size)
-    if key not in _CACHE:
-        image = _source()
-        patches = _cut(image, split)
-        threshold = np.median(_dab(_cut(image, "train")[:512]))
-        labels = torch.from_numpy((_dab(patches) > threshold).astype(np.int64)).view(-1, 1)
-        _CACHE[key] = (_resize(patches, size), labels)
-    images, labels = _CACHE[key]
-    images = convert_channels(images, channels or 3).contiguous()
+    patches, labels = _patches(split)
+    images = convert_channels(_resize(patches, size), channels or 3).contiguous()
     return ImageSet(images, labels, "builtin", split, label_names=LABEL_NAMES)

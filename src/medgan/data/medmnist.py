@@ -13,6 +13,7 @@ import os
 import shutil
 import warnings
 import zipfile
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -141,14 +142,15 @@ def read_split(path: Path, flag: str, size: int, split: str) -> tuple[np.ndarray
             if f"{split}_images" in missing or f"{split}_labels" in missing:
                 raise _fail(path, f"missing arrays {missing} (has {sorted(keys)})", flag, size)
             labels = z[f"{split}_labels"]
-            counts = {s: len(z[f"{s}_labels"]) for s in SPLITS if f"{s}_labels" in keys}
+            # (a malformed 0-d labels array counts as 0: len() would raise TypeError)
+            counts = {s: (np.shape(z[f"{s}_labels"]) or (0,))[0] for s in SPLITS if f"{s}_labels" in keys}
             if size >= MMAP_MIN_SIZE:
                 images = np.load(_extract_npy(path, f"{split}_images.npy"), mmap_mode="c", allow_pickle=False)
             else:
                 images = z[f"{split}_images"]
     except MedganError:
         raise
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as e:
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError, ValueError, EOFError, OSError, KeyError) as e:
         raise _fail(path, f"it could not be read ({type(e).__name__}: {e})", flag, size) from None
 
     channels = INFO[flag]["n_channels"]

@@ -1,0 +1,116 @@
+"""Shared fixtures and helpers for the medgan test suite.
+
+Every test runs offline (``MEDGAN_OFFLINE=1``) with ``MEDGAN_CACHE`` and ``MEDGAN_DATA`` pointing at
+fresh temporary folders, so no test downloads anything or writes under ``~``.
+
+Helpers importable from test modules (``from conftest import write_medmnist, needs_shared_data``):
+
+* ``write_medmnist(tmp_path, name, size, n, channels, **overrides)`` writes a small MedMNIST-format
+  ``.npz`` and returns its folder (use it as ``root=`` / ``--data-root``).
+* ``SHARED_DATA`` / ``needs_shared_data``: the real MedMNIST files of ``../shared/data`` and a skip
+  marker for tests that need them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
+
+needs_shared_data = pytest.mark.skipif(
+    not (SHARED_DATA / "medmnist").is_dir(),
+    reason="../shared/data not present: real MedMNIST files are only on the project machines",
+)
+
+ARRAY_KEYS = tuple(f"{s}_{kind}" for s in ("train", "val", "test") for kind in ("images", "labels"))
+
+
+def _n_labels(name: str) -> tuple[int, bool]:
+    """(number of classes or labels, multi-label?) of a MedMNIST flag; (2, False) if unknown."""
+    try:
+        from medmnist import INFO
+    except ImportError:  # pragma: no cover - medmnist is a dependency
+        return 2, False
+    info = INFO.get(name)
+    if info is None:
+        return 2, False
+    return len(info["label"]), info["task"].startswith("multi-label")
+
+
+def _blobs(rng: np.random.Generator, labels: np.ndarray, size: int, channels: int, n_classes: int) -> np.ndarray:
+    """uint8 images: a dim noisy background and one Gaussian blob whose brightness grows with the label."""
+    n = len(labels)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    cy, cx = rng.uniform(0.3, 0.7, (2, n, 1, 1)).astype(np.float32)
+    radius = rng.uniform(0.12, 0.22, (n, 1, 1)).astype(np.float32)
+    blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
+    peak = 70.0 + 170.0 * labels.reshape(n, 1, 1) / max(n_classes - 1, 1)
+    images = 15.0 + peak * blob + rng.normal(0.0, 6.0, (n, size, size))
+    if channels == 3:  # a mild, label-independent tint so the three channels differ
+        images = images[..., None] * np.array([1.0, 0.85, 0.7], dtype=np.float32)
+    return np.clip(np.rint(images), 0, 255).astype(np.uint8)
+
+
+def write_medmnist(tmp_path, name="pneumoniamnist", size=28, n=(64, 16, 16), channels=1, **overrides) -> Path:
+    """Write a small MedMNIST-format ``.npz`` into folder ``tmp_path`` and return that folder.
+
+    Arrays: ``{train,val,test}_{images,labels}``, uint8; images (N, size, size) for ``channels=1``,
+    (N, size, size, 3) for ``channels=3``; labels (N, 1) (multi-label flags such as ``chestmnist``:
+    (N, n_labels) of 0/1). ``n`` gives the train/val/test counts. Content is structured (one blob per
+    image, brighter for higher labels) and deterministic (``seed``).
+
+    ``overrides``:
+      * an array name from the six above (or any other name) -> that array is written instead
+        (``None`` drops the key);
+      * ``filename=`` -> file name (default ``name.npz`` at size 28, else ``name_SIZE.npz``);
+      * ``seed=`` (default 0), ``compress=`` (default True: ``np.savez_compressed``).
+    """
+    folder = Path(tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    filename = overrides.pop("filename", None) or (f"{name}.npz" if size == 28 else f"{name}_{size}.npz")
+    seed = overrides.pop("seed", 0)
+    compress = overrides.pop("compress", True)
+    n_classes, multi = _n_labels(name)
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n):
+        if multi:
+            labels = (rng.random((count, n_classes)) < 0.3).astype(np.uint8)
+            strength = labels.sum(1) * (n_classes - 1) // n_classes
+        else:
+            labels = (np.arange(count) % n_classes).astype(np.uint8)[:, None]  # every class present
+            strength = labels[:, 0]
+        arrays[f"{split}_images"] = _blobs(rng, strength, size, channels, n_classes)
+        arrays[f"{split}_labels"] = labels
+    for key, value in overrides.items():
+        if value is None:
+            arrays.pop(key, None)
+        else:
+            arrays[key] = value
+    (np.savez_compressed if compress else np.savez)(folder / filename, **arrays)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _offline_env(monkeypatch, tmp_path_factory):
+    """No network, and caches/data lookups in throwaway folders (never ``~``)."""
+    monkeypatch.setenv("MEDGAN_OFFLINE", "1")
+    monkeypatch.setenv("MEDGAN_CACHE", str(tmp_path_factory.mktemp("medgan-cache")))
+    monkeypatch.setenv("MEDGAN_DATA", str(tmp_path_factory.mktemp("medgan-data")))
+
+
+@pytest.fixture
+def cache_dir():
+    """The ``MEDGAN_CACHE`` folder of the current test."""
+    import os
+
+    return Path(os.environ["MEDGAN_CACHE"])
+
+
+@pytest.fixture
+def medmnist_root(tmp_path):
+    """Folder holding a default small ``pneumoniamnist.npz`` (64/16/16 images of 28x28)."""
+    return write_medmnist(tmp_path / "medmnist")

@@ -1,0 +1,102 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from medgan.cli import main
+
+FAST = ["--dataset", "builtin", "--epochs", "1", "--batch-size", "256", "--no-progress", "--no-tensorboard"]
+
+
+def test_train_then_sample_npz_and_png(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *FAST, "--loss", "gan", "--out", str(out)]) == 0
+    assert "finished" in capsys.readouterr().out
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    assert main(["sample", str(out), "-n", "10", "--out", str(tmp_path / "fake.npz"), "--device", "cpu"]) == 0
+    with np.load(tmp_path / "fake.npz", allow_pickle=False) as z:
+        assert z["train_images"].shape == (10, 28, 28, 3) and z["train_images"].dtype == np.uint8
+        assert z["train_labels"].shape == (10, 1)
+    assert main(["sample", str(out), "-n", "3", "--out", str(tmp_path / "png")]) == 0
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["sample_00000.png", "sample_00001.png", "sample_00002.png"]
+
+
+def test_sample_is_deterministic(tmp_path):
+    out = tmp_path / "run"
+    main(["train", *FAST, "--channels", "1", "--out", str(out)])
+    for name in ("a.npz", "b.npz"):
+        main(["sample", str(out), "-n", "5", "--seed", "1", "--out", str(tmp_path / name)])
+    with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
+        assert a["train_images"].shape == (5, 28, 28)
+        assert np.array_equal(a["train_images"], b["train_images"])
+
+
+def test_config_file_and_flags(tmp_path):
+    cfg = tmp_path / "study.toml"
+    cfg.write_text('loss = "hinge"\nepochs = 5\n')
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), *FAST, "--out", str(out)]) == 0  # --epochs 1 overrides the file
+    text = (out / "config.toml").read_text()
+    assert 'loss = "hinge"' in text and "epochs = 1" in text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--dataset", "nosuchmnist"], "unknown dataset 'nosuchmnist'"),
+        (["train", "--dataset", "pneumoniamnist", "--data-root", "/nonexistent"], "Download https://"),
+        (["train", "--loss", "wgangp"], "loss must be one of"),
+        (["train", "--dataset", "folder:/nonexistent"], "does not exist"),
+        (["sample", "/nonexistent", "--out", "x.npz"], "not a medgan run directory"),
+        (["data", "info", "nosuchmnist"], "unknown dataset"),
+    ],
+)
+def test_errors_are_one_clear_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert err.startswith("medgan: error:")
+
+
+def test_resume_flag_errors(tmp_path, capsys):
+    assert main(["train", *FAST, "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    main(["train", *FAST, "--out", str(tmp_path / "r")])
+    assert main(["train", *FAST, "--out", str(tmp_path / "r")]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", *FAST[:-4], "--epochs", "2", "--no-progress", "--out", str(tmp_path / "r"), "--resume"]) == 0
+
+
+def test_data_commands(capsys):
+    assert main(["data", "list"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("builtin", "folder:PATH", "pathmnist", "chestmnist", "pneumoniamnist", "organsmnist"):
+        assert name in listing
+    assert main(["data", "info", "pneumoniamnist", "--data-root", "/nonexistent"]) == 0
+    info = capsys.readouterr().out
+    assert "4708" in info and "pneumoniamnist_224.npz" in info and "CC BY 4.0" in info
+
+
+def test_sigterm_writes_checkpoint_and_resume_finishes(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "medgan", "train", "--dataset", "builtin", "--model", "dcgan", "--width", "16",
+           "--epochs", "3", "--no-progress", "--log-every", "1", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert (out / "checkpoints" / "last.pt").exists()
+    done = subprocess.run([*cmd[:-2], "--epochs", "1", "--out", str(out), "--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "finished" and info["epochs_done"] == 1 and len(info["segments"]) == 2

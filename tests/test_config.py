@@ -1,0 +1,55 @@
+import pytest
+
+from medgan import MedganError
+from medgan.config import TrainConfig, from_dict, load_toml, to_toml
+
+
+def test_defaults_are_the_seed_settings():
+    cfg = TrainConfig()
+    assert (cfg.lr, cfg.beta1, cfg.beta2, cfg.batch_size, cfg.epochs, cfg.latent_dim) == (2e-4, 0.5, 0.999, 64, 50, 100)
+
+
+def test_unknown_key_is_rejected_with_a_suggestion():
+    with pytest.raises(MedganError, match=r"unknown config key\(s\) 'epochz' \(did you mean 'epochs'\?\)"):
+        from_dict({"epochz": 3})
+    with pytest.raises(MedganError, match="Valid keys: dataset"):
+        from_dict({"learning_rate": 1e-3})
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"loss": "wgangp"}, "loss must be one of gan, hinge, lsgan, wgan, wgan-gp"),
+        ({"model": "resnet9"}, "model must be one of dcgan, mlp"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"epochs": "3"}, "must be an integer"),
+        ({"lr": -1.0}, "lr must be > 0"),
+        ({"channels": 2}, "channels must be 1 or 3"),
+        ({"device": "gpu"}, "device must be auto, cpu"),
+        ({"batch_size": True}, "must be an integer"),
+    ],
+)
+def test_bad_values_name_the_choices(values, message):
+    with pytest.raises(MedganError, match=message):
+        from_dict(values)
+
+
+def test_toml_round_trip_and_table(tmp_path):
+    cfg = from_dict({"loss": "wgan", "epochs": 7, "lr": 1e-4})
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(cfg))
+    assert load_toml(path) == cfg
+    path.write_text('[train]\nloss = "hinge"\nepochs = 2\n')
+    assert load_toml(path).loss == "hinge"
+
+
+def test_bad_toml_files(tmp_path):
+    with pytest.raises(MedganError, match="not found"):
+        load_toml(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = = 3")
+    with pytest.raises(MedganError, match="not valid TOML"):
+        load_toml(bad)
+    bad.write_text("epocs = 3")
+    with pytest.raises(MedganError, match="bad.toml: unknown config key"):
+        load_toml(bad)

@@ -1,0 +1,39 @@
+import pytest
+import torch
+from torch import nn
+
+from medgan.models import MODELS, build_models
+from medgan.models.dcgan import num_stages
+
+
+@pytest.mark.parametrize("size", [28, 64, 128, 224])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_shapes(size, channels):
+    gen, disc = build_models("dcgan", (channels, size, size))
+    images = gen(torch.randn(2, 100))
+    assert images.shape == (2, channels, size, size)
+    assert images.min() >= -1 and images.max() <= 1
+    assert disc(images).shape == (2,)
+
+
+def test_mlp_is_the_seed_architecture():
+    gen, disc = build_models("mlp", (1, 28, 28))
+    linears = [m for m in gen.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(100, 128), (128, 256), (256, 512), (512, 784)]
+    linears = [m for m in disc.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(784, 512), (512, 256), (256, 1)]
+    assert gen(torch.randn(3, 100)).shape == (3, 1, 28, 28)
+
+
+def test_critic_without_batch_norm():
+    _, disc = build_models("dcgan", (1, 28, 28), batch_norm_in_d=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in disc.modules())
+    _, disc = build_models("dcgan", (1, 28, 28), batch_norm_in_d=True)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in disc.modules())
+
+
+def test_num_stages():
+    assert [num_stages(s) for s in (28, 32, 64, 128, 224)] == [2, 3, 4, 5, 5]
+    with pytest.raises(ValueError):
+        num_stages(30)
+    assert set(MODELS) == {"mlp", "dcgan"}

@@ -1,0 +1,157 @@
+import json
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+from medgan import MedganError
+from medgan.config import TrainConfig
+from medgan.data import ImageSet
+from medgan.io import load_torch
+from medgan.losses import GANLoss, LOSSES, register
+from medgan.train import NonFiniteLoss, Trainer, config_for_resume
+
+
+def tiny_data(n=160, size=28, channels=1, seed=0):
+    """Bright squares at random places on a dark background, uint8 (n, C, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.full((n, channels, size, size), 20, dtype=torch.uint8)
+    for i, (y, x) in enumerate(torch.randint(0, size - 8, (n, 2), generator=g).tolist()):
+        images[i, :, y : y + 8, x : x + 8] = 230
+    return ImageSet(images, torch.zeros(n, 1, dtype=torch.long), "tiny", "train")
+
+
+def run(tmp_path, name="run", data=None, resume=False, hooks=(), **cfg):
+    cfg = TrainConfig(**{"epochs": 1, "batch_size": 32, "log_every": 2, "width": 16, "out": str(tmp_path / name), **cfg})
+    trainer = Trainer(cfg, data=data or tiny_data(), progress=False)
+    trainer.step_hooks.extend(hooks)
+    trainer.fit(resume=resume)
+    return trainer
+
+
+def records(run_dir, kind=None):
+    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in lines if r.get("kind") == kind]
+
+
+def weights(trainer):
+    return torch.cat([p.detach().flatten() for p in trainer.generator.parameters()])
+
+
+@pytest.mark.parametrize("model", ["mlp", "dcgan"])
+@pytest.mark.parametrize("loss", ["gan", "lsgan", "wgan", "wgan-gp", "hinge"])
+def test_every_loss_and_model_trains(tmp_path, model, loss):
+    trainer = run(tmp_path, model=model, loss=loss, epochs=2)
+    out = trainer.out
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "finished" and info["epochs_done"] == 2
+    assert (out / "samples" / "epoch_002.png").stat().st_size > 0
+    assert any((out / "tensorboard").iterdir())
+    epochs = records(out, "epoch")
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert all(math.isfinite(r["d_loss"]) and math.isfinite(r["g_loss"]) for r in epochs)
+    if loss.startswith("wgan"):
+        assert "wasserstein" in epochs[0]
+    assert ("gradient_penalty" in epochs[0]) == (loss == "wgan-gp")
+    steps = records(out)
+    assert steps and all("step_time_s" in r for r in steps)
+    state = load_torch(out / "checkpoints" / "last.pt")
+    assert state["epoch"] == 2 and state["batch_index"] == 0
+    assert f"n_critic = {5 if loss.startswith('wgan') else 1}" in (out / "config.toml").read_text()
+
+
+def test_generator_learns_something(tmp_path):
+    before = Trainer(TrainConfig(out=str(tmp_path / "x")), data=tiny_data(), progress=False)
+    w0 = weights(before)
+    after = run(tmp_path, loss="lsgan", epochs=2)
+    assert not torch.equal(w0, weights(after))
+
+
+def test_same_seed_same_losses_other_seed_differs(tmp_path):
+    a = records(run(tmp_path, "a", seed=3, epochs=2).out)
+    b = records(run(tmp_path, "b", seed=3, epochs=2).out)
+    c = records(run(tmp_path, "c", seed=4, epochs=2).out)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "step_time_s"} for r in rs]
+    assert strip(a) == strip(b)
+    assert strip(a) != strip(c)
+
+
+@pytest.mark.parametrize("loss", ["lsgan", "wgan-gp"])
+def test_resume_gives_the_same_run(tmp_path, loss):
+    full = run(tmp_path, "full", loss=loss, epochs=3, model="dcgan")
+    part = run(tmp_path, "part", loss=loss, epochs=1, model="dcgan")
+    resumed_cfg = config_for_resume(part.out, {"epochs": 3})
+    resumed = Trainer(resumed_cfg, data=tiny_data(), progress=False)
+    resumed.fit(resume=True)
+    assert torch.equal(weights(full), weights(resumed))
+    drop = lambda rs: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rs]
+    assert drop(records(full.out, "epoch")) == drop(records(resumed.out, "epoch"))
+    info = json.loads((resumed.out / "run.json").read_text())
+    assert info["status"] == "finished" and len(info["segments"]) == 2
+
+
+def test_sigint_mid_epoch_checkpoints_and_resumes_exactly(tmp_path):
+    full = run(tmp_path, "full", epochs=2, loss="wgan")
+
+    def interrupt(trainer):
+        if trainer.step == 7:  # epoch 2 (5 steps per epoch), mid-epoch
+            os.kill(os.getpid(), signal.SIGINT)
+
+    stopped = run(tmp_path, "stopped", epochs=2, loss="wgan", hooks=[interrupt])
+    assert stopped.stop_requested
+    info = json.loads((stopped.out / "run.json").read_text())
+    assert info["status"] == "interrupted"
+    state = load_torch(stopped.out / "checkpoints" / "last.pt")
+    assert (state["epoch"], state["batch_index"], state["step"]) == (1, 2, 7)
+    resumed = run(tmp_path, "stopped", epochs=2, loss="wgan", resume=True)
+    assert torch.equal(weights(full), weights(resumed))
+    steps = [r["step"] for r in records(resumed.out)]
+    assert steps == sorted(set(steps)), "resumed run must not duplicate metric records"
+
+
+def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
+    def poison(trainer):
+        if trainer.step == 7:  # epoch 2
+            with torch.no_grad():
+                next(trainer.discriminator.parameters()).fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLoss, match="non-finite .*last good checkpoint"):
+        run(tmp_path, "nan", epochs=3, hooks=[poison])
+    out = tmp_path / "nan"
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+    state = load_torch(out / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["discriminator"].values() if v.is_floating_point())
+
+
+def test_existing_run_needs_resume(tmp_path):
+    run(tmp_path, "r")
+    with pytest.raises(MedganError, match="--resume"):
+        run(tmp_path, "r")
+    with pytest.raises(MedganError, match="nothing to resume"):
+        run(tmp_path, "fresh", resume=True)
+    with pytest.raises(MedganError, match="cannot change loss"):
+        config_for_resume(tmp_path / "r", {"loss": "wgan", "epochs": 3})
+
+
+def test_new_loss_plugs_in_without_touching_the_trainer(tmp_path):
+    @register("test-softplus-wgan")
+    class SoftWasserstein(GANLoss):
+        def d_from_scores(self, real_out, fake_out):
+            return torch.nn.functional.softplus(fake_out - real_out).mean()
+
+        def g_loss(self, fake_out):
+            return -fake_out.mean()
+
+    try:
+        trainer = run(tmp_path, loss="test-softplus-wgan")
+        assert records(trainer.out, "epoch")[0]["d_loss"] > 0
+    finally:
+        LOSSES.pop("test-softplus-wgan")
+
+
+def test_batch_larger_than_data(tmp_path):
+    with pytest.raises(MedganError, match="larger than the dataset"):
+        run(tmp_path, batch_size=500)
