@@ -10,7 +10,7 @@ import pytest
 
 from medgan.cli import main
 
-FAST = ["--dataset", "builtin", "--epochs", "1", "--batch-size", "256", "--no-progress", "--no-tensorboard"]
+FAST = ["--dataset", "builtin", "--epochs", "1", "--batch-size", "256", "--eval-every", "0", "--no-progress", "--no-tensorboard"]
 
 
 def test_train_then_sample_npz_and_png(tmp_path, capsys):
@@ -85,7 +85,7 @@ def test_data_commands(capsys):
 def test_sigterm_writes_checkpoint_and_resume_finishes(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "medgan", "train", "--dataset", "builtin", "--model", "dcgan", "--width", "16",
-           "--epochs", "3", "--no-progress", "--log-every", "1", "--out", str(out)]
+           "--epochs", "3", "--eval-every", "0", "--no-progress", "--log-every", "1", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").exists() and time.time() < deadline:

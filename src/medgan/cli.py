@@ -29,6 +29,8 @@ TRAIN_FLAGS = {
     "--device": (str, "auto, cpu, cuda or cuda:N (default auto)"),
     "--out": (str, "run directory (default runs/<dataset>-<model>-<loss>-s<seed>)"),
     "--log-every": (int, "steps between logged records (default 10)"),
+    "--eval-every": (int, "evaluate with the domain extractor every K epochs and at the end (default 5; 0 = never)"),
+    "--eval-samples": (int, "generated images per evaluation during training (default 2000)"),
 }
 
 
@@ -54,6 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, help="FILE.npz (MedMNIST layout) or a folder for PNG files")
     sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     sample.add_argument("--device", default="auto")
+
+    ev = sub.add_parser("evaluate", help="metrics of generated images against the real data, with real-vs-real floors")
+    ev.add_argument("source", help="a run directory, a MedMNIST-format FILE.npz (train_images) or a folder of images")
+    ev.add_argument("--dataset", help="the real dataset (default for a run: its own)")
+    ev.add_argument("--data-root", default=None)
+    ev.add_argument("--size", type=int, default=None)
+    ev.add_argument("--channels", type=int, default=None)
+    ev.add_argument("--extractor", default="domain,inception", help="comma-separated: domain, inception (default both)")
+    ev.add_argument("-n", type=int, default=10000, help="generated images from a run (default 10000)")
+    ev.add_argument("--inception-weights", default=None, help="path of weights-inception-2015-12-05-6726825d.pth")
+    ev.add_argument("--out", default=None, help="metrics JSON path (default: metrics.json beside the source)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="auto")
 
     data = sub.add_parser("data", help="list datasets or show one")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -92,6 +107,76 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _read_images(source: Path, size: int) -> "torch.Tensor":
+    """uint8 (N, C, H, W) from a MedMNIST-format .npz (train_images) or a folder of image files."""
+    import numpy as np
+    import torch
+
+    if source.suffix == ".npz":
+        try:
+            with np.load(source, allow_pickle=False) as z:
+                array = z["train_images"]
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            raise MedganError(f"{source} is not a MedMNIST-format .npz with train_images ({type(e).__name__}: {e})") from None
+        if array.dtype != np.uint8 or array.ndim not in (3, 4):
+            raise MedganError(f"{source}: train_images must be uint8 (N, H, W) or (N, H, W, 3), got {array.dtype} {array.shape}")
+        images = torch.from_numpy(array)
+        return images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()
+    from medgan.data.folder import load_folder
+
+    return load_folder(str(source), "all", size).images
+
+
+def cmd_evaluate(args) -> int:
+    import torch
+
+    from medgan import io
+    from medgan.config import load_toml
+    from medgan.data import load_dataset
+    from medgan.data.imageset import convert_channels
+    from medgan.evaluation.evaluate import EXTRACTORS, evaluate, format_table, save_closest_pairs
+    from medgan.train import resolve_device
+
+    source = Path(args.source)
+    extractors = [e.strip() for e in args.extractor.split(",") if e.strip()]
+    bad = [e for e in extractors if e not in EXTRACTORS]
+    if bad:
+        raise MedganError(f"unknown extractor(s) {bad}; choose from {', '.join(EXTRACTORS)}")
+    device = resolve_device(args.device)
+    run_cfg = load_toml(source / "config.toml") if (source / "config.toml").exists() else None
+    dataset = args.dataset or (run_cfg.dataset if run_cfg else None)
+    if not dataset:
+        raise MedganError("--dataset is needed to evaluate a file or folder (the real data to compare with)")
+    size = args.size or (run_cfg.size if run_cfg else 28)
+    channels = args.channels or (run_cfg.channels if run_cfg else None)
+    root = args.data_root or (run_cfg.data_root if run_cfg else None) or None
+    train = load_dataset(dataset, "train", size, channels, root)
+    test = load_dataset(dataset, "test", size, train.channels, root)
+    if run_cfg:
+        from medgan.sample import generate, load_generator
+
+        images = generate(load_generator(source, str(device)), args.n, args.seed)
+        out = Path(args.out or source / "metrics.json")
+    elif source.exists():
+        images = _read_images(source, size)
+        out = Path(args.out or (source.with_suffix(".metrics.json") if source.is_file() else source / "metrics.json"))
+    else:
+        raise MedganError(f"{source} does not exist (give a run directory, a .npz file or a folder of images)")
+    images = convert_channels(images, train.channels).contiguous()
+    if tuple(images.shape[1:]) != train.shape:
+        raise MedganError(f"generated images are {tuple(images.shape[1:])} but {dataset} at --size {size} is {train.shape}")
+    result = evaluate(images, train, test, extractors, device, args.inception_weights, seed=args.seed)
+    result["source"] = str(source)
+    from medgan.runlog import versions
+
+    result["versions"] = versions()
+    io.write_json(out, result)
+    save_closest_pairs(images, train, result["memorisation"], out.with_name(out.stem + "_nearest_train.png"))
+    print(format_table(result))
+    print(f"\nwrote {out}")
+    return 0
+
+
 def cmd_data(args) -> int:
     from medgan.data import dataset_names
     from medgan.data import medmnist as mm
@@ -126,7 +211,7 @@ def cmd_data(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "sample": cmd_sample, "data": cmd_data}
+    handlers = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "data": cmd_data}
     with warnings.catch_warnings():
         warnings.simplefilter("always", MedganWarning)
         original = warnings.formatwarning

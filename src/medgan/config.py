@@ -43,6 +43,8 @@ class TrainConfig:
     out: str = ""  # "" = runs/<dataset>-<model>-<loss>-s<seed>
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard scalar records
     grid_size: int = 64  # images in the per-epoch sample grid (fixed noise)
+    eval_every: int = 5  # evaluate with the domain extractor every K epochs and at the end; 0 = never
+    eval_samples: int = 2000  # generated images per evaluation during training
 
     def replace(self, **changes) -> "TrainConfig":
         return validate(dataclasses.replace(self, **changes))
@@ -52,7 +54,7 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
-POSITIVE = {"size", "epochs", "batch_size", "latent_dim", "width", "log_every", "grid_size"}
+POSITIVE = {"size", "epochs", "batch_size", "latent_dim", "width", "eval_samples", "log_every", "grid_size"}
 
 
 def _choices() -> dict[str, list[str]]:
@@ -85,6 +87,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise MedganError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.channels not in (0, 1, 3):
         raise MedganError(f"channels must be 1 or 3 (or 0 for the dataset's own), got {cfg.channels}")
+    if cfg.eval_every < 0:
+        raise MedganError(f"eval_every must be >= 0 (0 = no evaluation during training), got {cfg.eval_every}")
     if cfg.n_critic < 0:
         raise MedganError(f"n_critic must be >= 1 (or 0 for the loss's default), got {cfg.n_critic}")
     if not cfg.lr > 0:

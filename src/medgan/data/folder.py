@@ -33,7 +33,10 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 
 def list_files(root: Path, split: str) -> tuple[list[Path], list[int], list[str]]:
-    """Files of ``split`` with integer class labels and the class names."""
+    """Files of ``split`` ("all": every image below ``root``) with integer class labels and the class names."""
+    if split == "all":
+        files = _images_in(root)
+        return files, [0] * len(files), []
     split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
     if split_dirs:
         classes = sorted({c.name for d in split_dirs for c in _class_dirs(d)})

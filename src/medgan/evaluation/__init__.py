@@ -1,0 +1,1 @@
+"""Evaluation: feature extractors (domain CNN, Inception) and metrics beside real-vs-real floors."""

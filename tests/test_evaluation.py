@@ -1,0 +1,124 @@
+import json
+
+import pytest
+import torch
+
+from conftest import needs_shared_data, SHARED_DATA, write_medmnist
+from medgan import MedganWarning
+from medgan.cli import main
+from medgan.data import load_dataset
+from medgan.evaluation import domain
+from medgan.evaluation.domain import DomainExtractor, train_domain_net
+from medgan.evaluation.evaluate import evaluate, format_table
+from medgan.evaluation.inception import InceptionExtractor, Unavailable, find_weights
+
+STEPS = 150  # domain-net steps for tests: enough for the blob data below
+
+
+@pytest.fixture
+def blobs(tmp_path):
+    root = write_medmnist(tmp_path / "data", n=(512, 64, 128))
+    return load_dataset("pneumoniamnist", "train", root=root), load_dataset("pneumoniamnist", "test", root=root)
+
+
+def test_domain_extractor_learns_the_labels(blobs, recwarn):
+    train, test = blobs
+    net, info = train_domain_net(train, test, steps=STEPS)
+    assert info["task"] == "multi-class" and info["n_outputs"] == 2
+    assert info["test_acc"] > 0.9 and info["test_auc"] > 0.95, info
+    assert info["reference_resnet18_28"] == {"auc": 0.944, "acc": 0.854}
+
+
+def test_domain_extractor_is_cached_and_rotation_for_unlabelled(blobs, cache_dir):
+    train, test = blobs
+    first = DomainExtractor(train, test, steps=20)
+    assert list((cache_dir / "extractors").glob("domain-*.pt"))
+    second = DomainExtractor(train, test, steps=20)
+    assert first.info == second.info
+    features, logits = second(test.uint8()[:10])
+    assert features.shape == (10, 128) and logits.shape == (10, 2)
+    unlabelled = type(train)(train.images, torch.zeros_like(train.labels), "folder:x", "train")
+    _, info = train_domain_net(unlabelled, unlabelled, steps=20)
+    assert info["task"] == "rotation" and info["n_outputs"] == 4
+
+
+def test_evaluate_generated_against_floor(blobs):
+    train, test = blobs
+    good = train.uint8()[:256]
+    noise = torch.randint(0, 256, good.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    kwargs = dict(extractors=("domain",), domain_steps=STEPS, n_pixel=64)
+    real = evaluate(good, train, test, **kwargs)
+    fake = evaluate(noise, train, test, **kwargs)
+    m, f = real["metrics"], fake["metrics"]
+    assert {"fd_domain", "kid_domain", "precision_domain", "recall_domain", "density_domain", "coverage_domain",
+            "is_domain", "ssim_best", "diversity_ssim", "near_copies"} <= set(m)
+    assert all({"value", "floor"} <= set(v) for v in m.values())
+    assert f["fd_domain"]["value"] > 10 * max(m["fd_domain"]["value"], m["fd_domain"]["floor"])
+    assert f["precision_domain"]["value"] < 0.1 < 0.8 < m["precision_domain"]["value"]
+    assert m["near_copies"]["value"] == 1.0  # training images are exact copies of themselves
+    assert f["near_copies"]["value"] == 0.0
+    assert f["ssim_best"]["value"] < m["ssim_best"]["value"]
+    table = format_table(real)
+    assert "fd_domain" in table and "real floor" in table and "domain extractor" in table
+
+
+def test_missing_inception_weights_is_a_message_not_a_crash(blobs, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    train, test = blobs
+    with pytest.raises(Unavailable, match="weights-inception-2015-12-05-6726825d.pth"):
+        find_weights()
+    with pytest.warns(MedganWarning, match="inception metrics unavailable"):
+        result = evaluate(train.uint8()[:64], train, test, ("domain", "inception"), domain_steps=10, n_pixel=16)
+    assert result["extractors"]["inception"]["available"] is False
+    assert "--inception-weights" in result["extractors"]["inception"]["reason"]
+    assert "fd_domain" in result["metrics"] and not any(k.endswith("_inception") for k in result["metrics"])
+    assert "inception: unavailable" in format_table(result)
+
+
+def test_inception_extractor_uses_weights_from_the_hub_cache(tmp_path, monkeypatch):
+    """With a weights file in torch's hub cache (random weights here), features and logits come out."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    dummy = tmp_path / "empty.pth"
+    torch.save({}, dummy)
+    with monkeypatch.context() as m:
+        m.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
+        random_net = FeatureExtractorInceptionV3("x", ["2048"], feature_extractor_weights_path=str(dummy))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    weights = tmp_path / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+    weights.parent.mkdir(parents=True)
+    torch.save(random_net.state_dict(), weights)
+    extractor = InceptionExtractor()
+    features, logits = extractor(torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8))
+    assert features.shape == (2, 2048) and logits.shape == (2, 1008)
+
+
+def test_evaluate_cli_on_npz_and_on_a_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(domain, "DEFAULT_STEPS", 40)
+    root = write_medmnist(tmp_path / "data", n=(256, 32, 64))
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "pneumoniamnist", "--data-root", str(root), "--epochs", "1", "--batch-size", "64",
+                 "--eval-every", "1", "--eval-samples", "128", "--no-progress", "--no-tensorboard", "--out", str(run)]) == 0
+    evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    assert len(evals) == 1 and "fd_domain" in evals[0] and "fd_domain_floor" in evals[0]
+    assert main(["evaluate", str(run), "-n", "200", "--extractor", "domain"]) == 0
+    result = json.loads((run / "metrics.json").read_text())
+    assert result["n_generated"] == 200 and result["extractors"]["domain"]["available"]
+    assert (run / "metrics_nearest_train.png").exists()
+    assert main(["sample", str(run), "-n", "50", "--out", str(tmp_path / "fake.npz")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "fake.npz"), "--dataset", "pneumoniamnist", "--data-root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "fd_domain" in out and "inception: unavailable" in out
+    assert json.loads((tmp_path / "fake.metrics.json").read_text())["n_generated"] == 50
+    assert main(["evaluate", str(tmp_path / "fake.npz")]) == 2
+    assert "--dataset is needed" in capsys.readouterr().err
+
+
+@needs_shared_data
+def test_domain_extractor_on_real_pneumoniamnist():
+    root = SHARED_DATA / "medmnist"
+    train, test = load_dataset("pneumoniamnist", "train", root=root), load_dataset("pneumoniamnist", "test", root=root)
+    _, info = train_domain_net(train, test, steps=150)
+    assert info["test_auc"] > 0.85, info
