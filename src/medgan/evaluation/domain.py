@@ -8,6 +8,7 @@ It is trained once per dataset/size/channels, cached on disk with its test AUC/A
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 
@@ -32,7 +33,9 @@ DEFAULT_STEPS = 400  # batch-128 steps: ~30 s on a 2-core CPU at 28 px; Pneumoni
 
 
 class DomainNet(nn.Module):
-    """Four 3x3 conv layers (width .. 4*width) with batch norm, pooling between, a linear head."""
+    """Three 3x3 conv layers (width, 2*width, 4*width) with batch norm, pooling between, a linear head.
+
+    Kept this small on purpose: features for 2 x 10,000 images must take seconds on a 2-core CPU."""
 
     def __init__(self, channels: int, n_outputs: int, width: int = 32):
         super().__init__()
@@ -43,9 +46,23 @@ class DomainNet(nn.Module):
         self.body = nn.Sequential(
             *conv(channels, width), nn.MaxPool2d(2),
             *conv(width, 2 * width), nn.MaxPool2d(2),
-            *conv(2 * width, 4 * width), *conv(4 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            *conv(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
         self.head = nn.Linear(4 * width, n_outputs)
+
+    def for_inference(self) -> "DomainNet":
+        """A copy in eval mode with batch norm folded into the convolutions: same outputs, ~2x faster on CPU."""
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        fused = copy.deepcopy(self).eval()
+        layers: list[nn.Module] = []
+        for layer in fused.body:
+            if isinstance(layer, nn.BatchNorm2d) and isinstance(layers[-1], nn.Conv2d):
+                layers[-1] = fuse_conv_bn_eval(layers[-1], layer)
+            else:
+                layers.append(layer)
+        fused.body = nn.Sequential(*layers)
+        return fused
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (features, logits)."""
@@ -93,7 +110,7 @@ def _fingerprint(data: ImageSet) -> str:
     return digest.hexdigest()[:16]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _predict(net: DomainNet, images: torch.Tensor, batch_size: int = 512, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     net.eval()
     outs = [net(to_float(chunk.to(device))) for chunk in images.split(batch_size)]
@@ -176,7 +193,8 @@ class DomainExtractor:
 
     def __init__(self, train: ImageSet, test: ImageSet, steps: int | None = None, device="cpu"):
         self.device = device
-        self.net, self.info = load_or_train(train, test, steps=steps, device=device)
+        net, self.info = load_or_train(train, test, steps=steps, device=device)
+        self.net = net.for_inference()
         self.has_class_logits = self.info["task"] == "multi-class"
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
