@@ -73,6 +73,8 @@ def test_missing_inception_weights_is_a_message_not_a_crash(blobs, tmp_path, mon
     assert "--inception-weights" in result["extractors"]["inception"]["reason"]
     assert "fd_domain" in result["metrics"] and not any(k.endswith("_inception") for k in result["metrics"])
     assert "inception: unavailable" in format_table(result)
+    if not result["frd"]["available"]:  # frd-score/pyradiomics absent: said so, nothing else lost
+        assert "frd-score" in result["frd"]["reason"] and "frd" not in result["metrics"]
 
 
 def test_inception_extractor_uses_weights_from_the_hub_cache(tmp_path, monkeypatch):
@@ -122,3 +124,25 @@ def test_domain_extractor_on_real_pneumoniamnist():
     train, test = load_dataset("pneumoniamnist", "train", root=root), load_dataset("pneumoniamnist", "test", root=root)
     _, info = train_domain_net(train, test, steps=150)
     assert info["test_auc"] > 0.85, info
+
+
+def test_frd_wiring_with_a_stand_in_package(blobs, monkeypatch):
+    """frd-score cannot run here (pyradiomics); check medgan hands it two folders of the right PNGs."""
+    import sys
+    import types
+    from pathlib import Path
+
+    from medgan.evaluation.frd import frechet_radiomics_distance
+
+    seen = []
+
+    def compute_frd(paths):
+        seen.append([sorted(p.name for p in Path(folder).iterdir()) for folder in paths])
+        return 1.5
+
+    fake = types.ModuleType("frd_score")
+    fake.frd = types.SimpleNamespace(compute_frd=compute_frd)
+    monkeypatch.setitem(sys.modules, "frd_score", fake)
+    train, test = blobs
+    assert frechet_radiomics_distance(train.uint8()[:3], test.uint8()[:5]) == 1.5
+    assert [len(files) for files in seen[0]] == [3, 5] and seen[0][0][0] == "00000.png"

@@ -30,6 +30,7 @@ EXTRACTORS = ("domain", "inception")
 # metric prefix -> (what it is, which way is better)
 DESCRIPTIONS = {
     "fd": ("Frechet distance", "lower"),
+    "frd": ("Frechet radiomics distance (frd-score)", "lower"),
     "kid": ("kernel distance (KID)", "lower"),
     "precision": ("precision (k=5)", "higher"),
     "recall": ("recall (k=5)", "higher"),
@@ -100,6 +101,14 @@ def evaluate(
                 if key != "kid_std":
                     put(f"{key}_{name}", gen[key], ref[key])
             metrics[f"kid_{name}"]["value_std"] = gen["kid_std"]
+
+        try:  # optional extra: computed only where frd-score (and pyradiomics) are installed
+            from medgan.evaluation.frd import frechet_radiomics_distance
+
+            put("frd", frechet_radiomics_distance(generated[:n_pixel], real_test), frechet_radiomics_distance(floor[:n_pixel], real_test))
+            result["frd"] = {"available": True}
+        except Unavailable as e:
+            result["frd"] = {"available": False, "reason": str(e)}
 
         reference = real_test[:500]
         put("ssim_best", best_ssim_to_reference(generated[:n_pixel], reference), best_ssim_to_reference(floor[:n_pixel], reference))
