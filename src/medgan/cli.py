@@ -107,7 +107,7 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def _read_images(source: Path, size: int) -> "torch.Tensor":
+def _read_images(source: Path, size: int):
     """uint8 (N, C, H, W) from a MedMNIST-format .npz (train_images) or a folder of image files."""
     import numpy as np
     import torch
@@ -128,7 +128,6 @@ def _read_images(source: Path, size: int) -> "torch.Tensor":
 
 
 def cmd_evaluate(args) -> int:
-    import torch
 
     from medgan import io
     from medgan.config import load_toml

@@ -161,7 +161,7 @@ class Trainer:
         try:
             with self._signals_stop_training():
                 self._loop(log)
-        except MedganError as e:
+        except MedganError as e:  # NonFiniteLoss included: the message says what to do
             log.status(status="failed", error=str(e))
             raise
         except BaseException as e:
