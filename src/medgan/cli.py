@@ -57,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     sample.add_argument("--device", default="auto")
 
+    cmp = sub.add_parser("compare", help="train many variants x seeds under identical settings and aggregate",
+                         description="Runs go to OUT/runs/<model>-<loss>-s<seed>/; re-running skips finished runs and resumes the rest.")
+    cmp.add_argument("--preset", help="quickstart or seed-chestmnist (flags override it)")
+    cmp.add_argument("--dataset")
+    cmp.add_argument("--models", help="comma-separated, e.g. mlp,dcgan")
+    cmp.add_argument("--losses", help="comma-separated, e.g. gan,lsgan,wgan,wgan-gp")
+    cmp.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
+    cmp.add_argument("--out", help="study directory (default study)")
+    for flag in ("--data-root", "--size", "--channels", "--epochs", "--batch-size", "--lr", "--n-critic", "--width",
+                 "--eval-every", "--eval-samples", "--device"):
+        kind, text = TRAIN_FLAGS[flag]
+        cmp.add_argument(flag, type=kind, default=None, help=text)
+
     ev = sub.add_parser("evaluate", help="metrics of generated images against the real data, with real-vs-real floors")
     ev.add_argument("source", help="a run directory, a MedMNIST-format FILE.npz (train_images) or a folder of images")
     ev.add_argument("--dataset", help="the real dataset (default for a run: its own)")
@@ -125,6 +138,20 @@ def _read_images(source: Path, size: int):
     from medgan.data.folder import load_folder
 
     return load_folder(str(source), "all", size).images
+
+
+def cmd_compare(args) -> int:
+    from medgan.study.compare import compare, study_from_args
+
+    split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None
+    train = {_key(f): getattr(args, _key(f)) for f in ("--data-root", "--size", "--channels", "--epochs", "--batch-size",
+             "--lr", "--n-critic", "--width", "--eval-every", "--eval-samples", "--device") if getattr(args, _key(f)) is not None}
+    study = study_from_args(args.preset, dataset=args.dataset, models=split(args.models), losses=split(args.losses),
+                            seeds=args.seeds, out=args.out, train=train)
+    results = compare(study)
+    failed = sum(r["status"] != "finished" for r in results["runs"])
+    print(f"wrote {study.out}/report.md, results.csv, results.json ({len(results['runs'])} runs, {failed} not finished)")
+    return 0
 
 
 def cmd_evaluate(args) -> int:
@@ -210,7 +237,7 @@ def cmd_data(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate, "data": cmd_data}
+    handlers = {"train": cmd_train, "sample": cmd_sample, "compare": cmd_compare, "evaluate": cmd_evaluate, "data": cmd_data}
     with warnings.catch_warnings():
         warnings.simplefilter("always", MedganWarning)
         original = warnings.formatwarning

@@ -1,0 +1,1 @@
+"""Studies: many variants x seeds under identical settings, aggregated over seeds."""

@@ -1,0 +1,56 @@
+"""Statistics over seeds: mean, std and a 95% t-interval per variant and metric, and which differences are real."""
+
+from __future__ import annotations
+
+import math
+
+from scipy import stats
+
+# metric -> True when lower is better; metrics not listed are not ranked
+LOWER_IS_BETTER = {"fd_domain": True, "kid_domain": True, "fd_inception": True, "kid_inception": True,
+                   "precision_domain": False, "recall_domain": False, "coverage_domain": False, "near_copies": True}
+
+
+def summarise(values: list[float]) -> dict:
+    """Mean, sample std and the half-width of the 95% t-interval of the mean (nan for fewer than 2 values)."""
+    n = len(values)
+    mean = sum(values) / n if n else math.nan
+    if n < 2:
+        return {"n": n, "mean": mean, "std": math.nan, "ci95": math.nan}
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return {"n": n, "mean": mean, "std": std, "ci95": float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)}
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """``runs``: records with ``variant``, ``status`` and ``metrics`` (name -> value, and name_floor).
+
+    Returns {variant: {metric: summary}} over the finished runs, plus a ``real floor`` row.
+    """
+    table: dict[str, dict[str, list[float]]] = {}
+    floors: dict[str, list[float]] = {}
+    for run in runs:
+        if run["status"] != "finished":
+            continue
+        for name, value in run["metrics"].items():
+            if name.endswith("_floor"):
+                floors.setdefault(name[: -len("_floor")], []).append(value)
+            else:
+                table.setdefault(run["variant"], {}).setdefault(name, []).append(value)
+    out = {variant: {m: summarise(v) for m, v in metrics.items()} for variant, metrics in table.items()}
+    if floors:
+        out["real floor"] = {m: summarise(v) for m, v in floors.items()}
+    return out
+
+
+def separations(summary: dict, metric: str) -> list[tuple[str, str]]:
+    """Pairs (better, worse) of variants whose 95% intervals on ``metric`` do not overlap."""
+    lower = LOWER_IS_BETTER[metric]
+    rows = {v: s[metric] for v, s in summary.items() if v != "real floor" and metric in s and s[metric]["n"] >= 2}
+    pairs = []
+    for a, sa in rows.items():
+        for b, sb in rows.items():
+            a_hi, b_lo = sa["mean"] + sa["ci95"], sb["mean"] - sb["ci95"]
+            a_lo, b_hi = sa["mean"] - sa["ci95"], sb["mean"] + sb["ci95"]
+            if (lower and a_hi < b_lo) or (not lower and a_lo > b_hi):
+                pairs.append((a, b))
+    return sorted(pairs)

@@ -1,0 +1,171 @@
+"""``medgan compare``: train every model x loss x seed under identical settings, then aggregate.
+
+Runs go to ``OUT/runs/<model>-<loss>-s<seed>/``. Re-running the same command skips finished runs and
+resumes unfinished ones; a run that fails is recorded with its error and the others go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as stringio
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medgan import MedganError, io
+from medgan.config import TrainConfig
+from medgan.study.aggregate import LOWER_IS_BETTER, aggregate, separations
+
+PRESETS: dict[str, dict] = {
+    # The README's main job: the built-in dataset, all four seed losses, a few epochs, < 5 min on 2 CPU cores.
+    "quickstart": {"dataset": "builtin", "models": ["dcgan"], "losses": ["gan", "lsgan", "wgan", "wgan-gp"],
+                   "seeds": 3, "train": {"epochs": 4, "width": 32, "eval_samples": 1000}},
+    # Seed 000/001: MLP nets on ChestMNIST, LSGAN/WGAN/WGAN-GP, 50 epochs, batch 64, Adam 2e-4 (0.5, 0.999).
+    "seed-chestmnist": {"dataset": "chestmnist", "models": ["mlp"], "losses": ["lsgan", "wgan", "wgan-gp"],
+                        "seeds": 3, "train": {"epochs": 50, "batch_size": 64, "lr": 2e-4}},
+}
+HEADLINE = "fd_domain"
+
+
+@dataclass
+class Study:
+    dataset: str = "builtin"
+    models: list[str] = field(default_factory=lambda: ["mlp"])
+    losses: list[str] = field(default_factory=lambda: ["gan", "lsgan", "wgan", "wgan-gp"])
+    seeds: int = 3
+    train: dict = field(default_factory=dict)  # TrainConfig keys shared by every run
+    out: str = "study"
+
+    def runs(self) -> list[tuple[str, TrainConfig]]:
+        """(name, config) of every run; only model, loss and seed differ between them."""
+        from medgan.config import from_dict
+
+        base = from_dict({"dataset": self.dataset, **self.train})
+        return [
+            (f"{m}-{l}-s{s}", base.replace(model=m, loss=l, seed=s, out=str(Path(self.out) / "runs" / f"{m}-{l}-s{s}")))
+            for m in self.models for l in self.losses for s in range(self.seeds)
+        ]
+
+
+def _last(records: list[dict], kind: str) -> dict:
+    found = [r for r in records if r.get("kind") == kind]
+    return found[-1] if found else {}
+
+
+def summarise_run(name: str, cfg: TrainConfig, error: str | None = None) -> dict:
+    """One run's record: its status, final eval metrics and wall time, read back from its directory."""
+    run_dir = Path(cfg.out)
+    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() else []
+    records = [json.loads(line) for line in lines if line]
+    evaluation = {k: v for k, v in _last(records, "eval").items() if k not in ("kind", "step", "epoch", "eval_time_s")}
+    return {
+        "name": name, "variant": f"{cfg.model}-{cfg.loss}", "model": cfg.model, "loss": cfg.loss, "seed": cfg.seed,
+        "status": info.get("status", "failed" if error else "missing"), "error": error or info.get("error"),
+        "wall_time_s": info.get("wall_time_s"), "device": info.get("device"), "metrics": evaluation,
+        "last_epoch": _last(records, "epoch"),
+    }
+
+
+def run_one(name: str, cfg: TrainConfig) -> dict:
+    """Train one run unless it is finished; resume it if it has a checkpoint. Never raises."""
+    from medgan.train import CHECKPOINT, Trainer
+
+    run_dir = Path(cfg.out)
+    status = json.loads((run_dir / "run.json").read_text()).get("status") if (run_dir / "run.json").exists() else None
+    if status == "finished":
+        return summarise_run(name, cfg)
+    try:
+        Trainer(cfg, progress=False).fit(resume=(run_dir / CHECKPOINT).exists())
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # a failed run is recorded, the study goes on
+        return summarise_run(name, cfg, error=f"{type(e).__name__}: {e}")
+    return summarise_run(name, cfg)
+
+
+def compare(study: Study, echo=print) -> dict:
+    """Run (or skip/resume) every run of the study, then write results.json, results.csv and report.md."""
+    from tqdm.auto import tqdm
+
+    out = Path(study.out)
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_json(out / "study.json", study.__dict__)
+    specs = study.runs()
+    records = []
+    start = time.time()
+    with tqdm(total=len(specs), unit="run", desc="study", disable=None) as bar:
+        for name, cfg in specs:
+            t = time.time()
+            record = run_one(name, cfg)
+            records.append(record)
+            headline = record["metrics"].get(HEADLINE)
+            detail = f"{HEADLINE} {headline:.4g}" if headline is not None else (record["error"] or "")
+            bar.write(f"{name:<28} {record['status']:<9} {time.time() - t:7.1f} s  {detail}")
+            bar.update(1)
+    summary = aggregate(records)
+    results = {"study": study.__dict__, "runs": records, "summary": summary,
+               "separated": {m: separations(summary, m) for m in LOWER_IS_BETTER if any(m in s for s in summary.values())},
+               "wall_time_s": time.time() - start}
+    io.write_json(out / "results.json", results)
+    io.write_text(out / "results.csv", to_csv(summary))
+    io.write_text(out / "report.md", to_markdown(results))
+    return results
+
+
+def to_csv(summary: dict) -> str:
+    buffer = stringio.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["variant", "metric", "n", "mean", "std", "ci95"])
+    for variant, metrics in summary.items():
+        for metric, s in sorted(metrics.items()):
+            writer.writerow([variant, metric, s["n"], s["mean"], s["std"], s["ci95"]])
+    return buffer.getvalue()
+
+
+def _cell(s: dict | None) -> str:
+    if not s:
+        return ""
+    if math.isnan(s["ci95"]):
+        return f"{s['mean']:.4g}"
+    return f"{s['mean']:.4g} ± {s['ci95']:.2g}"
+
+
+def to_markdown(results: dict) -> str:
+    """report.md: the results table (mean ± 95% CI over seeds), separations, failed runs, wall times."""
+    summary, runs = results["summary"], results["runs"]
+    metrics = [m for m in ("fd_domain", "kid_domain", "precision_domain", "recall_domain", "coverage_domain",
+                           "diversity_ssim", "near_copies") if any(m in s for s in summary.values())]
+    study = results["study"]
+    lines = [f"# Study: {study['dataset']}", "",
+             f"Models {', '.join(study['models'])}; losses {', '.join(study['losses'])}; {study['seeds']} seeds; "
+             f"shared settings {json.dumps(study['train'])}.", "",
+             "Values: mean ± half-width of the 95% t-interval over seeds (finished runs only). "
+             "`real floor`: real train images scored like a generator against the real test split.", ""]
+    lines += ["| variant | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for variant, s in summary.items():
+        lines.append(f"| {variant} | " + " | ".join(_cell(s.get(m)) for m in metrics) + " |")
+    lines += ["", "## Which differences are real", ""]
+    for metric, pairs in results["separated"].items():
+        text = "; ".join(f"{a} better than {b}" for a, b in pairs) or "no two variants separated (95% intervals overlap)"
+        lines.append(f"- {metric}: {text}")
+    failed = [r for r in runs if r["status"] != "finished"]
+    lines += ["", "## Runs", "", "| run | status | wall time (s) | error |", "|---|---|---|---|"]
+    for r in runs:
+        wall = f"{r['wall_time_s']:.1f}" if r["wall_time_s"] else ""
+        lines.append(f"| {r['name']} | {r['status']} | {wall} | {(r['error'] or '').replace('|', '/')[:200]} |")
+    if failed:
+        lines += ["", f"{len(failed)} run(s) did not finish; they are left out of the table above."]
+    return "\n".join(lines) + "\n"
+
+
+def study_from_args(preset: str | None, **given) -> Study:
+    if preset and preset not in PRESETS:
+        raise MedganError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    values = dict(PRESETS.get(preset, {}))
+    train = dict(values.pop("train", {}))
+    train.update(given.pop("train", {}))
+    values.update({k: v for k, v in given.items() if v is not None})
+    return Study(**values, train=train)

@@ -1,0 +1,108 @@
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import write_medmnist
+from medgan.cli import main
+from medgan.evaluation import domain
+from medgan.losses import LOSSES, GANLoss, register
+from medgan.study.aggregate import aggregate, separations, summarise
+from medgan.study.compare import Study, compare
+
+
+def test_summarise_against_direct_computation():
+    s = summarise([1.0, 2.0, 3.0, 4.0])
+    assert s["n"] == 4 and s["mean"] == 2.5
+    assert s["std"] == pytest.approx(math.sqrt(5 / 3))
+    assert s["ci95"] == pytest.approx(3.182446305284263 * math.sqrt(5 / 3) / 2)
+    assert math.isnan(summarise([1.0])["ci95"])
+
+
+def test_aggregate_and_separations():
+    runs = [{"variant": v, "status": "finished", "metrics": {"fd_domain": x, "fd_domain_floor": 0.5}}
+            for v, xs in {"a": [1.0, 1.1, 0.9], "b": [5.0, 5.2, 4.8], "c": [1.0, 6.0, 3.0]}.items() for x in xs]
+    runs.append({"variant": "a", "status": "failed", "metrics": {}})
+    summary = aggregate(runs)
+    assert summary["a"]["fd_domain"]["mean"] == pytest.approx(1.0) and summary["a"]["fd_domain"]["n"] == 3
+    assert summary["real floor"]["fd_domain"]["mean"] == 0.5
+    assert separations(summary, "fd_domain") == [("a", "b")]  # c's interval overlaps both
+
+
+@pytest.fixture
+def tiny_study(tmp_path, monkeypatch):
+    monkeypatch.setattr(domain, "DEFAULT_STEPS", 20)
+    root = write_medmnist(tmp_path / "data", n=(128, 16, 64))
+    train = {"data_root": str(root), "epochs": 1, "batch_size": 32, "eval_samples": 64}
+    return Study(dataset="pneumoniamnist", models=["mlp"], losses=["lsgan", "hinge"], seeds=2, train=train, out=str(tmp_path / "study"))
+
+
+def test_two_variants_two_seeds_end_to_end(tiny_study, capsys):
+    results = compare(tiny_study)
+    out = tiny_study.out
+    names = sorted(p.name for p in (Path(out) / "runs").iterdir())
+    assert names == ["mlp-hinge-s0", "mlp-hinge-s1", "mlp-lsgan-s0", "mlp-lsgan-s1"]
+    assert all(r["status"] == "finished" and "fd_domain" in r["metrics"] for r in results["runs"])
+    summary = results["summary"]
+    assert set(summary) == {"mlp-lsgan", "mlp-hinge", "real floor"} and summary["mlp-lsgan"]["fd_domain"]["n"] == 2
+    direct = [r["metrics"]["fd_domain"] for r in results["runs"] if r["variant"] == "mlp-hinge"]
+    assert summary["mlp-hinge"]["fd_domain"]["mean"] == pytest.approx(sum(direct) / 2)
+    report = open(f"{out}/report.md").read()
+    assert "mlp-lsgan" in report and "mlp-hinge" in report and "real floor" in report
+    assert open(f"{tiny_study.out}/results.csv").readline().startswith("variant,metric,n,mean,std,ci95")
+    # same settings for every run except model/loss/seed
+    configs = [open(f"{tiny_study.out}/runs/{n}/config.toml").read() for n in names]
+    strip = lambda text: [l for l in text.splitlines() if not l.startswith(("loss", "seed", "out", "n_critic"))]
+    assert all(strip(c) == strip(configs[0]) for c in configs)
+    progress = capsys.readouterr().out
+    assert all(f"{n} " in progress for n in names) and "fd_domain" in progress  # one line per finished run
+
+
+def test_rerun_skips_finished_and_resumes_unfinished(tiny_study, monkeypatch):
+    compare(tiny_study)
+    interrupted = f"{tiny_study.out}/runs/mlp-hinge-s1/run.json"
+    info = json.load(open(interrupted))
+    info["status"] = "interrupted"
+    json.dump(info, open(interrupted, "w"))
+    from medgan.train import Trainer
+
+    calls = []
+    original = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", lambda self, resume=False: calls.append((self.cfg.out, resume)) or original(self, resume))
+    results = compare(tiny_study)
+    assert calls == [(f"{tiny_study.out}/runs/mlp-hinge-s1", True)]
+    assert all(r["status"] == "finished" for r in results["runs"])
+
+
+def test_failed_run_is_recorded_and_the_others_finish(tiny_study):
+    @register("test-nan")
+    class NaNLoss(GANLoss):
+        def d_from_scores(self, real_out, fake_out):
+            return (real_out * float("nan")).mean()
+
+        def g_loss(self, fake_out):
+            return fake_out.mean()
+
+    try:
+        tiny_study.losses = ["lsgan", "test-nan"]
+        results = compare(tiny_study)
+    finally:
+        LOSSES.pop("test-nan")
+    status = {r["name"]: r["status"] for r in results["runs"]}
+    assert status == {"mlp-lsgan-s0": "finished", "mlp-lsgan-s1": "finished", "mlp-test-nan-s0": "failed", "mlp-test-nan-s1": "failed"}
+    assert "non-finite" in next(r for r in results["runs"] if r["status"] == "failed")["error"]
+    assert "mlp-test-nan" not in results["summary"]
+    report = open(f"{tiny_study.out}/report.md").read()
+    assert "failed" in report and "did not finish" in report
+
+
+def test_compare_cli_and_bad_preset(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(domain, "DEFAULT_STEPS", 20)
+    root = write_medmnist(tmp_path / "data", n=(96, 16, 32))
+    assert main(["compare", "--dataset", "pneumoniamnist", "--data-root", str(root), "--models", "mlp", "--losses", "gan",
+                 "--seeds", "2", "--epochs", "1", "--batch-size", "32", "--eval-samples", "32", "--out", str(tmp_path / "s")]) == 0
+    assert "report.md" in capsys.readouterr().out
+    assert main(["compare", "--preset", "nope"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert main(["compare", "--losses", "wgangp", "--out", str(tmp_path / "t")]) == 2
