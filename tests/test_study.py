@@ -1,4 +1,5 @@
 import json
+import shutil
 import math
 from pathlib import Path
 
@@ -106,3 +107,36 @@ def test_compare_cli_and_bad_preset(tmp_path, capsys, monkeypatch):
     assert main(["compare", "--preset", "nope"]) == 2
     assert "unknown preset" in capsys.readouterr().err
     assert main(["compare", "--losses", "wgangp", "--out", str(tmp_path / "t")]) == 2
+
+
+def test_report_html_is_self_contained_and_names_every_variant(tiny_study):
+    compare(tiny_study)
+    page = (Path(tiny_study.out) / "report.html").read_text()
+    assert "mlp-lsgan" in page and "mlp-hinge" in page and "real floor" in page
+    assert page.count("data:image/png;base64,") >= 2 + 2 + 2  # curves, sample grids, nearest-train pairs
+    assert "src=\"http" not in page and "missing" not in page
+    assert "Test AUC" in page and "torch" in page
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(tiny_study):
+    import importlib.util
+
+    compare(tiny_study)
+    spec = importlib.util.spec_from_file_location("check_report", Path(__file__).parents[1] / "scripts" / "check_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.check(Path(tiny_study.out) / "report.html") == []
+
+
+def test_study_file(tmp_path, capsys, monkeypatch):
+    from medgan.study.compare import load_study_file, study_from_args
+
+    path = tmp_path / "study.toml"
+    path.write_text('preset = "quickstart"\nlosses = ["lsgan"]\nseeds = 1\n[train]\nepochs = 2\n')
+    study = study_from_args(None, load_study_file(path), seeds=2)
+    assert (study.dataset, study.models, study.losses, study.seeds) == ("builtin", ["dcgan"], ["lsgan"], 2)
+    assert study.train["epochs"] == 2 and study.train["width"] == 32  # file over preset, flags over file
+    path.write_text("lr = 0.1\n")
+    assert main(["compare", "--config", str(path)]) == 2
+    assert "training settings go under [train]" in capsys.readouterr().err

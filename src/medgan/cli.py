@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="train many variants x seeds under identical settings and aggregate",
                          description="Runs go to OUT/runs/<model>-<loss>-s<seed>/; re-running skips finished runs and resumes the rest.")
     cmp.add_argument("--preset", help="quickstart or seed-chestmnist (flags override it)")
+    cmp.add_argument("--config", help="TOML study file: dataset, models, losses, seeds, out; shared settings under [train]")
     cmp.add_argument("--dataset")
     cmp.add_argument("--models", help="comma-separated, e.g. mlp,dcgan")
     cmp.add_argument("--losses", help="comma-separated, e.g. gan,lsgan,wgan,wgan-gp")
@@ -141,12 +142,13 @@ def _read_images(source: Path, size: int):
 
 
 def cmd_compare(args) -> int:
-    from medgan.study.compare import compare, study_from_args
+    from medgan.study.compare import compare, load_study_file, study_from_args
 
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None
     train = {_key(f): getattr(args, _key(f)) for f in ("--data-root", "--size", "--channels", "--epochs", "--batch-size",
              "--lr", "--n-critic", "--width", "--eval-every", "--eval-samples", "--device") if getattr(args, _key(f)) is not None}
-    study = study_from_args(args.preset, dataset=args.dataset, models=split(args.models), losses=split(args.losses),
+    file = load_study_file(args.config) if args.config else None
+    study = study_from_args(args.preset, file, dataset=args.dataset, models=split(args.models), losses=split(args.losses),
                             seeds=args.seeds, out=args.out, train=train)
     results = compare(study)
     failed = sum(r["status"] != "finished" for r in results["runs"])

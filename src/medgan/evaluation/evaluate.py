@@ -179,4 +179,7 @@ class EvaluateDuringTraining:
         for name, m in result["metrics"].items():
             record[name], record[f"{name}_floor"] = m["value"], m["floor"]
         record["eval_time_s"] = result["seconds"]
+        info = result["extractors"]["domain"]
+        record["domain_test_auc"], record["domain_test_acc"] = info["test_auc"], info["test_acc"]
         log.scalars(record)
+        save_closest_pairs(images, trainer.data, result["memorisation"], trainer.out / "nearest_train.png")

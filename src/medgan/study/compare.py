@@ -21,7 +21,7 @@ from medgan.study.aggregate import LOWER_IS_BETTER, aggregate, separations
 PRESETS: dict[str, dict] = {
     # The README's main job: the built-in dataset, all four seed losses, a few epochs, < 5 min on 2 CPU cores.
     "quickstart": {"dataset": "builtin", "models": ["dcgan"], "losses": ["gan", "lsgan", "wgan", "wgan-gp"],
-                   "seeds": 3, "train": {"epochs": 4, "width": 32, "eval_samples": 1000}},
+                   "seeds": 3, "train": {"epochs": 4, "width": 32, "eval_every": 2, "eval_samples": 1000}},
     # Seed 000/001: MLP nets on ChestMNIST, LSGAN/WGAN/WGAN-GP, 50 epochs, batch 64, Adam 2e-4 (0.5, 0.999).
     "seed-chestmnist": {"dataset": "chestmnist", "models": ["mlp"], "losses": ["lsgan", "wgan", "wgan-gp"],
                         "seeds": 3, "train": {"epochs": 50, "batch_size": 64, "lr": 2e-4}},
@@ -60,12 +60,13 @@ def summarise_run(name: str, cfg: TrainConfig, error: str | None = None) -> dict
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() else []
     records = [json.loads(line) for line in lines if line]
-    evaluation = {k: v for k, v in _last(records, "eval").items() if k not in ("kind", "step", "epoch", "eval_time_s")}
+    evaluation = {k: v for k, v in _last(records, "eval").items() if k not in ("kind", "step", "epoch", "eval_time_s", "domain_test_auc", "domain_test_acc")}
     return {
         "name": name, "variant": f"{cfg.model}-{cfg.loss}", "model": cfg.model, "loss": cfg.loss, "seed": cfg.seed,
         "status": info.get("status", "failed" if error else "missing"), "error": error or info.get("error"),
         "wall_time_s": info.get("wall_time_s"), "device": info.get("device"), "metrics": evaluation,
-        "last_epoch": _last(records, "epoch"),
+        "domain_extractor": {k: _last(records, "eval")[k] for k in ("domain_test_auc", "domain_test_acc") if k in _last(records, "eval")},
+        "versions": info.get("versions", {}), "dir": str(run_dir),
     }
 
 
@@ -112,6 +113,9 @@ def compare(study: Study, echo=print) -> dict:
     io.write_json(out / "results.json", results)
     io.write_text(out / "results.csv", to_csv(summary))
     io.write_text(out / "report.md", to_markdown(results))
+    from medgan.study.report import write_report
+
+    write_report(results, out / "report.html")
     return results
 
 
@@ -161,11 +165,34 @@ def to_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def study_from_args(preset: str | None, **given) -> Study:
+def load_study_file(path: str | Path) -> dict:
+    """A TOML study file: dataset, models, losses, seeds, out, preset at top level; shared settings under [train]."""
+    from medgan.config import tomllib
+
+    try:
+        values = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise MedganError(f"study file {path} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise MedganError(f"study file {path} is not valid TOML: {e}") from None
+    allowed = {"preset", "dataset", "models", "losses", "seeds", "out", "train"}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise MedganError(f"{path}: unknown study key(s) {unknown}; valid: {sorted(allowed)} (training settings go under [train])")
+    return values
+
+
+def study_from_args(preset: str | None, file: dict | None = None, **given) -> Study:
+    """A study from a preset, then a study file, then command-line values (each overriding the one before)."""
+    file = dict(file or {})
+    preset = preset or file.pop("preset", None)
+    file.pop("preset", None)
     if preset and preset not in PRESETS:
         raise MedganError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     values = dict(PRESETS.get(preset, {}))
     train = dict(values.pop("train", {}))
+    train.update(file.pop("train", {}))
+    values.update(file)
     train.update(given.pop("train", {}))
     values.update({k: v for k, v in given.items() if v is not None})
     return Study(**values, train=train)
