@@ -7,7 +7,6 @@ from conftest import needs_shared_data, SHARED_DATA, write_medmnist
 from medgan import MedganWarning
 from medgan.cli import main
 from medgan.data import load_dataset
-from medgan.evaluation import domain
 from medgan.evaluation.domain import DomainExtractor, train_domain_net
 from medgan.evaluation.evaluate import evaluate, format_table
 from medgan.evaluation.inception import InceptionExtractor, Unavailable, find_weights
@@ -97,7 +96,7 @@ def test_inception_extractor_uses_weights_from_the_hub_cache(tmp_path, monkeypat
 
 def test_evaluate_cli_on_npz_and_on_a_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr(domain, "DEFAULT_STEPS", 40)
+    monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "40")
     root = write_medmnist(tmp_path / "data", n=(256, 32, 64))
     run = tmp_path / "run"
     assert main(["train", "--dataset", "pneumoniamnist", "--data-root", str(root), "--epochs", "1", "--batch-size", "64",

@@ -7,7 +7,6 @@ import pytest
 
 from conftest import write_medmnist
 from medgan.cli import main
-from medgan.evaluation import domain
 from medgan.losses import LOSSES, GANLoss, register
 from medgan.study.aggregate import aggregate, separations, summarise
 from medgan.study.compare import Study, compare
@@ -33,7 +32,7 @@ def test_aggregate_and_separations():
 
 @pytest.fixture
 def tiny_study(tmp_path, monkeypatch):
-    monkeypatch.setattr(domain, "DEFAULT_STEPS", 20)
+    monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")
     root = write_medmnist(tmp_path / "data", n=(128, 16, 64))
     train = {"data_root": str(root), "epochs": 1, "batch_size": 32, "eval_samples": 64}
     return Study(dataset="pneumoniamnist", models=["mlp"], losses=["lsgan", "hinge"], seeds=2, train=train, out=str(tmp_path / "study"))
@@ -99,7 +98,7 @@ def test_failed_run_is_recorded_and_the_others_finish(tiny_study):
 
 
 def test_compare_cli_and_bad_preset(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(domain, "DEFAULT_STEPS", 20)
+    monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")
     root = write_medmnist(tmp_path / "data", n=(96, 16, 32))
     assert main(["compare", "--dataset", "pneumoniamnist", "--data-root", str(root), "--models", "mlp", "--losses", "gan",
                  "--seeds", "2", "--epochs", "1", "--batch-size", "32", "--eval-samples", "32", "--out", str(tmp_path / "s")]) == 0
@@ -140,3 +139,17 @@ def test_study_file(tmp_path, capsys, monkeypatch):
     path.write_text("lr = 0.1\n")
     assert main(["compare", "--config", str(path)]) == 2
     assert "training settings go under [train]" in capsys.readouterr().err
+
+
+def test_ray_backend_gives_the_same_results_table(tiny_study, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray>=2.9')")
+    import ray
+
+    local = compare(tiny_study)
+    tiny_study.out = str(tmp_path / "ray-study")
+    try:
+        remote = compare(tiny_study, backend="ray")
+    finally:
+        ray.shutdown()
+    assert [r["name"] for r in remote["runs"]] == [r["name"] for r in local["runs"]]
+    assert json.dumps(remote["summary"]) == json.dumps(local["summary"])  # identical, not just close

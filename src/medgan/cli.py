@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--losses", help="comma-separated, e.g. gan,lsgan,wgan,wgan-gp")
     cmp.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
     cmp.add_argument("--out", help="study directory (default study)")
+    cmp.add_argument("--backend", default="local", choices=["local", "ray"], help="local: runs in sequence (default); ray: one Ray task per run")
+    cmp.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray instance)")
     for flag in ("--data-root", "--size", "--channels", "--epochs", "--batch-size", "--lr", "--n-critic", "--width",
                  "--eval-every", "--eval-samples", "--device"):
         kind, text = TRAIN_FLAGS[flag]
@@ -150,7 +152,7 @@ def cmd_compare(args) -> int:
     file = load_study_file(args.config) if args.config else None
     study = study_from_args(args.preset, file, dataset=args.dataset, models=split(args.models), losses=split(args.losses),
                             seeds=args.seeds, out=args.out, train=train)
-    results = compare(study)
+    results = compare(study, args.backend, args.ray_address)
     failed = sum(r["status"] != "finished" for r in results["runs"])
     print(f"wrote {study.out}/report.md, results.csv, results.json ({len(results['runs'])} runs, {failed} not finished)")
     return 0

@@ -87,8 +87,41 @@ def run_one(name: str, cfg: TrainConfig) -> dict:
     return summarise_run(name, cfg)
 
 
-def compare(study: Study, echo=print) -> dict:
-    """Run (or skip/resume) every run of the study, then write results.json, results.csv and report.md."""
+def _run_in_ray_worker(name: str, cfg: TrainConfig, threads: int) -> dict:
+    """A Ray task with as many torch threads as the driver: the same float reduction order as a local
+    run, hence the same results; Ray reserves that many CPUs per task so tasks never oversubscribe."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_one(name, cfg)
+
+
+def run_all(specs: list[tuple[str, TrainConfig]], backend: str = "local", ray_address: str | None = None):
+    """Yield each run's record as it finishes: in sequence here, or as Ray tasks (1 GPU each when the
+    cluster has GPUs) on a local Ray instance or the cluster at ``ray_address``."""
+    if backend == "local":
+        yield from (run_one(name, cfg) for name, cfg in specs)
+        return
+    if backend != "ray":
+        raise MedganError(f"backend must be local or ray, got {backend!r}")
+    try:
+        import ray
+    except ImportError:
+        raise MedganError("--backend ray needs Ray: pip install 'ray>=2.9'") from None
+    ray.init(address=ray_address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    import torch
+
+    threads = torch.get_num_threads()
+    gpus = ray.cluster_resources().get("GPU", 0)
+    task = ray.remote(num_cpus=threads, num_gpus=1 if gpus else 0)(_run_in_ray_worker)
+    pending = [task.remote(name, cfg, threads) for name, cfg in specs]
+    while pending:
+        done, pending = ray.wait(pending)
+        yield from ray.get(done)
+
+
+def compare(study: Study, backend: str = "local", ray_address: str | None = None) -> dict:
+    """Run (or skip/resume) every run of the study, then write results.json, results.csv, report.md and report.html."""
     from tqdm.auto import tqdm
 
     out = Path(study.out)
@@ -98,14 +131,15 @@ def compare(study: Study, echo=print) -> dict:
     records = []
     start = time.time()
     with tqdm(total=len(specs), unit="run", desc="study", disable=None) as bar:
-        for name, cfg in specs:
-            t = time.time()
-            record = run_one(name, cfg)
+        for record in run_all(specs, backend, ray_address):
             records.append(record)
             headline = record["metrics"].get(HEADLINE)
             detail = f"{HEADLINE} {headline:.4g}" if headline is not None else (record["error"] or "")
-            bar.write(f"{name:<28} {record['status']:<9} {time.time() - t:7.1f} s  {detail}")
+            wall = f"{record['wall_time_s']:7.1f} s" if record["wall_time_s"] else ""
+            bar.write(f"{record['name']:<28} {record['status']:<9} {wall}  {detail}")
             bar.update(1)
+    order = [name for name, _ in specs]
+    records.sort(key=lambda r: order.index(r["name"]))
     summary = aggregate(records)
     results = {"study": study.__dict__, "runs": records, "summary": summary,
                "separated": {m: separations(summary, m) for m in LOWER_IS_BETTER if any(m in s for s in summary.values())},
