@@ -36,4 +36,20 @@ def test_num_stages():
     assert [num_stages(s) for s in (28, 32, 64, 128, 224)] == [2, 3, 4, 5, 5]
     with pytest.raises(ValueError):
         num_stages(30)
-    assert set(MODELS) == {"mlp", "dcgan"}
+    assert set(MODELS) == {"mlp", "mlp-bn", "dcgan"}
+
+
+def test_seed_002_nets():
+    gen, disc = build_models("mlp-bn", (1, 28, 28))
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in gen.modules()) == 2
+    assert sum(isinstance(m, nn.LeakyReLU) for m in disc.modules()) == 2
+    assert gen(torch.randn(4, 100)).shape == (4, 1, 28, 28) and disc(torch.zeros(4, 1, 28, 28)).shape == (4,)
+
+
+def test_presets_are_valid_studies():
+    from medgan.study.compare import PRESETS, study_from_args
+
+    for name in PRESETS:
+        runs = study_from_args(name).runs()
+        assert runs and all(cfg.epochs >= 1 for _, cfg in runs)
+    assert {"quickstart", "seed-chestmnist", "seed-retinamnist", "seed-pathmnist"} <= set(PRESETS)

@@ -40,7 +40,7 @@ def weights(trainer):
     return torch.cat([p.detach().flatten() for p in trainer.generator.parameters()])
 
 
-@pytest.mark.parametrize("model", ["mlp", "dcgan"])
+@pytest.mark.parametrize("model", ["mlp", "mlp-bn", "dcgan"])
 @pytest.mark.parametrize("loss", ["gan", "lsgan", "wgan", "wgan-gp", "hinge"])
 def test_every_loss_and_model_trains(tmp_path, model, loss):
     trainer = run(tmp_path, model=model, loss=loss, epochs=2)

@@ -15,7 +15,7 @@ TRAIN_FLAGS = {
     "--data-root": (str, "folder holding the MedMNIST .npz files (default $MEDGAN_DATA, else ~/.medmnist)"),
     "--size": (int, "image size: 28, 64, 128 or 224 for MedMNIST"),
     "--channels": (int, "1 or 3 (default: the dataset's own)"),
-    "--model": (str, "mlp or dcgan"),
+    "--model": (str, "mlp, mlp-bn or dcgan"),
     "--loss": (str, "gan, lsgan, wgan, wgan-gp or hinge"),
     "--epochs": (int, "number of epochs (default 50)"),
     "--batch-size": (int, "batch size (default 64)"),

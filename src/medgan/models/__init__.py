@@ -1,14 +1,17 @@
-"""Generator/discriminator pairs by name: ``mlp`` (the seeds' nets) and ``dcgan`` (convolutional)."""
+"""Generator/discriminator pairs by name: ``mlp`` and ``mlp-bn`` (the seeds' nets), ``dcgan`` (convolutional)."""
 
 from __future__ import annotations
+
+from functools import partial
 
 from torch import nn
 
 from medgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from medgan.models.mlp import MLPDiscriminator, MLPGenerator
 
-MODELS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
+MODELS: dict[str, tuple] = {
     "mlp": (MLPGenerator, MLPDiscriminator),
+    "mlp-bn": (partial(MLPGenerator, mlp_batch_norm=True), partial(MLPDiscriminator, leaky=True)),  # seed 002
     "dcgan": (DCGANGenerator, DCGANDiscriminator),
 }
 

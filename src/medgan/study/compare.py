@@ -25,6 +25,12 @@ PRESETS: dict[str, dict] = {
     # Seed 000/001: MLP nets on ChestMNIST, LSGAN/WGAN/WGAN-GP, 50 epochs, batch 64, Adam 2e-4 (0.5, 0.999).
     "seed-chestmnist": {"dataset": "chestmnist", "models": ["mlp"], "losses": ["lsgan", "wgan", "wgan-gp"],
                         "seeds": 3, "train": {"epochs": 50, "batch_size": 64, "lr": 2e-4}},
+    # Seed 003: conv nets with batch norm (none in the critics), grayscale RetinaMNIST, n_critic 5 for the WGANs.
+    "seed-retinamnist": {"dataset": "retinamnist", "models": ["dcgan"], "losses": ["lsgan", "wgan", "wgan-gp"],
+                         "seeds": 3, "train": {"epochs": 50, "batch_size": 64, "lr": 2e-4, "channels": 1}},
+    # Seed 002: BCE GAN, MLP G with batch norm, LeakyReLU D, PathMNIST converted to grayscale.
+    "seed-pathmnist": {"dataset": "pathmnist", "models": ["mlp-bn"], "losses": ["gan"],
+                       "seeds": 3, "train": {"epochs": 50, "batch_size": 64, "lr": 2e-4, "channels": 1}},
 }
 HEADLINE = "fd_domain"
 
