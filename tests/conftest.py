@@ -98,6 +98,7 @@ def write_medmnist(tmp_path, name="pneumoniamnist", size=28, n=(64, 16, 16), cha
 def _offline_env(monkeypatch, tmp_path_factory):
     """No network, and caches/data lookups in throwaway folders (never ``~``)."""
     monkeypatch.setenv("MEDGAN_OFFLINE", "1")
+    monkeypatch.setenv("MEDGAN_C2ST_STEPS", "30")  # tests that measure C2ST itself pass steps explicitly
     monkeypatch.setenv("MEDGAN_CACHE", str(tmp_path_factory.mktemp("medgan-cache")))
     monkeypatch.setenv("MEDGAN_DATA", str(tmp_path_factory.mktemp("medgan-data")))
 

@@ -50,13 +50,14 @@ def test_evaluate_generated_against_floor(blobs):
     fake = evaluate(noise, train, test, **kwargs)
     m, f = real["metrics"], fake["metrics"]
     assert {"fd_domain", "kid_domain", "precision_domain", "recall_domain", "density_domain", "coverage_domain",
-            "is_domain", "ssim_best", "diversity_ssim", "near_copies"} <= set(m)
+            "is_domain", "ssim_best", "diversity_ssim", "near_copies", "c2st"} <= set(m)
     assert all({"value", "floor"} <= set(v) for v in m.values())
     assert f["fd_domain"]["value"] > 10 * max(m["fd_domain"]["value"], m["fd_domain"]["floor"])
     assert f["precision_domain"]["value"] < 0.1 < 0.8 < m["precision_domain"]["value"]
     assert m["near_copies"]["value"] == 1.0  # training images are exact copies of themselves
     assert f["near_copies"]["value"] == 0.0
     assert f["ssim_best"]["value"] < m["ssim_best"]["value"]
+    assert f["c2st"]["value"] > 0.95 and abs(m["c2st"]["floor"] - 0.5) < 0.15
     table = format_table(real)
     assert "fd_domain" in table and "real floor" in table and "domain extractor" in table
 
@@ -145,3 +146,18 @@ def test_frd_wiring_with_a_stand_in_package(blobs, monkeypatch):
     train, test = blobs
     assert frechet_radiomics_distance(train.uint8()[:3], test.uint8()[:5]) == 1.5
     assert [len(files) for files in seen[0]] == [3, 5] and seen[0][0][0] == "00000.png"
+
+
+def test_c2st_real_halves_near_half_noise_near_one_and_deterministic(blobs):
+    from medgan.evaluation.c2st import c2st, wilson_interval
+
+    train, _ = blobs
+    images = train.uint8()
+    a, b = images[:256], images[256:]
+    noise = torch.randint(0, 256, a.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    same = c2st(a, b, steps=60)
+    assert abs(same["accuracy"] - 0.5) < 0.1 and same["ci95_low"] < 0.5 < same["ci95_high"] + 0.05
+    assert c2st(a, noise, steps=60)["accuracy"] > 0.95
+    assert c2st(a, b, steps=60, seed=3) == c2st(a, b, steps=60, seed=3)
+    low, high = wilson_interval(50, 100)
+    assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)

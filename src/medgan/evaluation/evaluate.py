@@ -14,6 +14,7 @@ import torch
 
 from medgan import MedganWarning
 from medgan.data import ImageSet
+from medgan.evaluation.c2st import c2st
 from medgan.evaluation.domain import DomainExtractor
 from medgan.evaluation.inception import InceptionExtractor, Unavailable
 from medgan.metrics import (
@@ -40,6 +41,7 @@ DESCRIPTIONS = {
     "ssim_best": ("best SSIM to a real test image (seed 004)", "~floor"),
     "diversity_ssim": ("mean SSIM of random pairs (high = mode collapse)", "~floor"),
     "near_copies": ("fraction of near-copies of training images", "lower"),
+    "c2st": ("classifier two-sample test accuracy (0.5 = indistinguishable)", "-> 0.5"),
 }
 
 
@@ -110,6 +112,13 @@ def evaluate(
         except Unavailable as e:
             result["frd"] = {"available": False, "reason": str(e)}
 
+        # C2ST: real train images vs generated; floor: the same real images vs other, disjoint train images.
+        halves = torch.randperm(len(train), generator=rng)
+        real_a, real_b = train.uint8(halves[: len(train) // 2]), train.uint8(halves[len(train) // 2 :])
+        value, floor_c2st = c2st(real_a, generated, seed=seed, device=device), c2st(real_a, real_b, seed=seed, device=device)
+        put("c2st", value["accuracy"], floor_c2st["accuracy"])
+        metrics["c2st"]["value_ci95"] = [value["ci95_low"], value["ci95_high"]]
+
         reference = real_test[:500]
         put("ssim_best", best_ssim_to_reference(generated[:n_pixel], reference), best_ssim_to_reference(floor[:n_pixel], reference))
         put("diversity_ssim", pairwise_ssim(generated, seed=seed), pairwise_ssim(real_test, seed=seed))
@@ -126,6 +135,7 @@ def format_table(result: dict) -> str:
     for name, m in result["metrics"].items():
         prefix = next((p for p in sorted(DESCRIPTIONS, key=len, reverse=True) if name.startswith(p)), name)
         value = f"{m['value']:.4g}" + (f" ± {m['value_std']:.2g}" if "value_std" in m else "")
+        value += f" [{m['value_ci95'][0]:.3f}, {m['value_ci95'][1]:.3f}]" if "value_ci95" in m else ""
         rows.append((name, value, f"{m['floor']:.4g}", DESCRIPTIONS.get(prefix, ("", ""))[1]))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

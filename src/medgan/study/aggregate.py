@@ -8,7 +8,8 @@ from scipy import stats
 
 # metric -> True when lower is better; metrics not listed are not ranked
 LOWER_IS_BETTER = {"fd_domain": True, "kid_domain": True, "fd_inception": True, "kid_inception": True,
-                   "precision_domain": False, "recall_domain": False, "coverage_domain": False, "near_copies": True}
+                   "precision_domain": False, "recall_domain": False, "coverage_domain": False, "near_copies": True,
+                   "c2st": True}
 
 
 def summarise(values: list[float]) -> dict:

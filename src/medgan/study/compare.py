@@ -21,7 +21,7 @@ from medgan.study.aggregate import LOWER_IS_BETTER, aggregate, separations
 PRESETS: dict[str, dict] = {
     # The README's main job: the built-in dataset, all four seed losses, a few epochs, < 5 min on 2 CPU cores.
     "quickstart": {"dataset": "builtin", "models": ["dcgan"], "losses": ["gan", "lsgan", "wgan", "wgan-gp"],
-                   "seeds": 3, "train": {"epochs": 4, "width": 32, "eval_every": 2, "eval_samples": 1000}},
+                   "seeds": 3, "train": {"epochs": 4, "width": 32, "eval_samples": 1000}},
     # Seed 000/001: MLP nets on ChestMNIST, LSGAN/WGAN/WGAN-GP, 50 epochs, batch 64, Adam 2e-4 (0.5, 0.999).
     "seed-chestmnist": {"dataset": "chestmnist", "models": ["mlp"], "losses": ["lsgan", "wgan", "wgan-gp"],
                         "seeds": 3, "train": {"epochs": 50, "batch_size": 64, "lr": 2e-4}},
@@ -180,7 +180,7 @@ def _cell(s: dict | None) -> str:
 def to_markdown(results: dict) -> str:
     """report.md: the results table (mean ± 95% CI over seeds), separations, failed runs, wall times."""
     summary, runs = results["summary"], results["runs"]
-    metrics = [m for m in ("fd_domain", "kid_domain", "precision_domain", "recall_domain", "coverage_domain",
+    metrics = [m for m in ("c2st", "fd_domain", "kid_domain", "precision_domain", "recall_domain", "coverage_domain",
                            "diversity_ssim", "near_copies") if any(m in s for s in summary.values())]
     study = results["study"]
     lines = [f"# Study: {study['dataset']}", "",
