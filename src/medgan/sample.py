@@ -10,9 +10,7 @@ import torch
 from medgan import MedganError, io
 from medgan.config import load_toml
 from medgan.data import to_uint8
-from medgan.losses import build_loss
-from medgan.models import build_models
-from medgan.train import CHECKPOINT, resolve_device
+from medgan.train import CHECKPOINT, nets_for, resolve_device
 
 
 def load_generator(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
@@ -22,7 +20,7 @@ def load_generator(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
     if not ckpt.exists() or not cfg_path.exists():
         raise MedganError(f"{run_dir} is not a medgan run directory (needs config.toml and {CHECKPOINT})")
     cfg = load_toml(cfg_path)
-    generator, _ = build_models(cfg.model, (cfg.channels, cfg.size, cfg.size), cfg.latent_dim, not build_loss(cfg.loss).wasserstein, cfg.width)
+    generator, _ = nets_for(cfg)
     state = io.load_torch(ckpt)
     generator.load_state_dict(state.get("generator_ema", state["generator"]))
     return generator.to(resolve_device(device)).eval()

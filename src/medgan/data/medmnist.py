@@ -39,7 +39,7 @@ def cache_root() -> Path:
 
 
 def file_name(flag: str, size: int) -> str:
-    return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+    return f"{flag}{_suffix(size)}.npz"
 
 
 def _suffix(size: int) -> str:
