@@ -99,3 +99,14 @@ def test_sigterm_writes_checkpoint_and_resume_finishes(tmp_path):
     assert done.returncode == 0, done.stderr
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "finished" and info["epochs_done"] == 1 and len(info["segments"]) == 2
+
+
+def test_best_preset_is_a_starting_point_that_flags_override(tmp_path):
+    from medgan.config import load_toml
+
+    out = tmp_path / "best"
+    assert main(["train", "--preset", "best", *FAST, "--width", "8", "--no-spectral-norm", "--out", str(out)]) == 0
+    cfg = load_toml(out / "config.toml")
+    assert (cfg.model, cfg.width, cfg.spectral_norm, cfg.epochs) == ("resnet", 8, False, 1)
+    assert cfg.ema > 0 and cfg.augment
+    assert main(["train", "--preset", "fastest", *FAST, "--out", str(tmp_path / "x")]) == 2

@@ -27,6 +27,11 @@ def test_unknown_key_is_rejected_with_a_suggestion():
         ({"channels": 2}, "channels must be 1 or 3"),
         ({"device": "gpu"}, "device must be auto, cpu"),
         ({"batch_size": True}, "must be an integer"),
+        ({"spectral_norm": 1}, "must be true or false"),
+        ({"augment": "translation,mixup"}, "augment: unknown augmentation"),
+        ({"ema": 1.0}, r"ema must be in \[0, 1\)"),
+        ({"r1": -1.0}, "r1 must be >= 0"),
+        ({"lr_d": -1.0}, "lr_d >= 0"),
     ],
 )
 def test_bad_values_name_the_choices(values, message):

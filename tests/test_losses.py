@@ -88,3 +88,16 @@ def test_weight_clipping_after_d_step():
     before = [p.clone() for p in disc.parameters()]
     build_loss("wgan-gp").after_d_step(disc)  # no clipping for the GP variant
     assert all(torch.equal(a, b) for a, b in zip(before, disc.parameters()))
+
+
+def test_r1_penalty_of_linear_discriminator():
+    """D(x) = <w, x> has gradient w everywhere: R1 = ||w||^2, added as gamma / 2 * R1."""
+    w = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    w[0, 0, 0, 0], w[0, 0, 1, 1] = 3.0, 4.0  # ||w||^2 = 25
+    disc = lambda x: (x * w).flatten(1).sum(1)
+    real, fake = torch.randn(4, 1, 2, 2, dtype=torch.float64), torch.randn(4, 1, 2, 2, dtype=torch.float64)
+    plain, _ = build_loss("gan").d_loss(disc, real, fake)
+    total, stats = build_loss("gan", r1=2.0).d_loss(disc, real, fake)
+    assert stats["r1_penalty"].item() == pytest.approx(25.0)
+    assert (total - plain).item() == pytest.approx(25.0)
+    assert "r1_penalty" not in build_loss("gan").d_loss(disc, real, fake)[1]

@@ -36,7 +36,7 @@ def test_num_stages():
     assert [num_stages(s) for s in (28, 32, 64, 128, 224)] == [2, 3, 4, 5, 5]
     with pytest.raises(ValueError):
         num_stages(30)
-    assert set(MODELS) == {"mlp", "mlp-bn", "dcgan"}
+    assert set(MODELS) == {"mlp", "mlp-bn", "dcgan", "resnet"}
 
 
 def test_seed_002_nets():
@@ -53,3 +53,31 @@ def test_presets_are_valid_studies():
         runs = study_from_args(name).runs()
         assert runs and all(cfg.epochs >= 1 for _, cfg in runs)
     assert {"quickstart", "seed-chestmnist", "seed-retinamnist", "seed-pathmnist"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("size,channels", [(28, 1), (28, 3), (64, 1), (128, 3)])
+def test_resnet_shapes(size, channels):
+    gen, disc = build_models("resnet", (channels, size, size), width=16)
+    images = gen(torch.randn(2, 100))
+    assert images.shape == (2, channels, size, size)
+    assert images.min() >= -1 and images.max() <= 1
+    assert disc(images).shape == (2,)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in disc.modules())
+
+
+@pytest.mark.parametrize("model", ["dcgan", "resnet", "mlp"])
+def test_spectral_norm_keeps_top_singular_value_near_one(model):
+    torch.manual_seed(0)
+    _, disc = build_models(model, (1, 28, 28), width=16, spectral_norm=True)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in disc.modules())
+    layers = [m for m in disc.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers and all(hasattr(m, "parametrizations") for m in layers)
+    for _ in range(30):  # power iteration: one step per training-mode forward
+        disc(torch.randn(4, 1, 28, 28))
+    disc.eval()
+    for layer in layers:
+        sigma = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2).item()
+        assert sigma == pytest.approx(1.0, abs=0.05)
+    _, plain = build_models(model, (1, 28, 28), width=16)
+    sigmas = [torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item() for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert max(abs(s - 1) for s in sigmas) > 0.1, "without spectral norm the singular values are not 1"

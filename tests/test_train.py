@@ -155,3 +155,52 @@ def test_new_loss_plugs_in_without_touching_the_trainer(tmp_path):
 def test_batch_larger_than_data(tmp_path):
     with pytest.raises(MedganError, match="larger than the dataset"):
         run(tmp_path, batch_size=500)
+
+
+@pytest.mark.parametrize("options", [
+    {"model": "resnet", "loss": "hinge", "spectral_norm": True},
+    {"model": "resnet", "loss": "wgan-gp", "n_critic": 2},
+    {"model": "dcgan", "loss": "gan", "r1": 1.0, "lr_d": 4e-4},
+    {"model": "mlp", "loss": "lsgan", "augment": "translation,cutout,color", "ema": 0.9},
+])
+def test_recipe_options_train(tmp_path, options):
+    trainer = run(tmp_path, epochs=2, **options)
+    epochs = records(trainer.out, "epoch")
+    assert len(epochs) == 2 and all(math.isfinite(r["d_loss"]) for r in epochs)
+    assert ("r1_penalty" in epochs[0]) == ("r1" in options)
+    assert trainer.opt_d.param_groups[0]["lr"] == options.get("lr_d", 2e-4)
+    assert trainer.opt_g.param_groups[0]["lr"] == 2e-4
+
+
+def test_augmentation_reaches_d_for_real_and_fake(tmp_path):
+    """With cutout, every batch D sees, real or generated, has its 14x14 square of zeros."""
+    seen = []
+    trainer = Trainer(TrainConfig(epochs=1, batch_size=32, width=16, eval_every=0, augment="cutout", out=str(tmp_path / "a")), data=tiny_data(), progress=False)
+    trainer.discriminator.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    trainer.train_step(trainer.data.batch(torch.arange(32), trainer.device), generator_step=True)
+    assert len(seen) == 3  # real, fake (D step), fake (G step)
+    assert all(((x == 0).flatten(1).sum(1) >= 14 * 14).all() for x in seen)
+
+
+def test_ema_weights_differ_are_checkpointed_and_used_for_sampling(tmp_path):
+    from medgan.sample import generate, load_generator
+
+    trainer = run(tmp_path, "ema", model="dcgan", epochs=2, ema=0.99)
+    raw, avg = weights(trainer), torch.cat([p.flatten() for p in trainer.ema.module.parameters()])
+    assert not torch.equal(raw, avg)
+    assert trainer.ema.updates == trainer.step and trainer.sampling_generator is trainer.ema.module
+    state = load_torch(trainer.out / "checkpoints" / "last.pt")
+    loaded = load_generator(trainer.out)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), state["generator_ema"].values()))
+    assert torch.equal(generate(loaded, 8, seed=1), generate(trainer.ema.module, 8, seed=1))
+    assert not torch.equal(generate(loaded, 8, seed=1), generate(trainer.generator.eval(), 8, seed=1))
+
+
+def test_resume_with_ema_and_augment_gives_the_same_run(tmp_path):
+    opts = {"model": "dcgan", "loss": "hinge", "ema": 0.99, "augment": "translation", "spectral_norm": True}
+    full = run(tmp_path, "full", epochs=2, **opts)
+    run(tmp_path, "part", epochs=1, **opts)
+    resumed = Trainer(config_for_resume(tmp_path / "part", {"epochs": 2}), data=tiny_data(), progress=False)
+    resumed.fit(resume=True)
+    assert torch.equal(weights(full), weights(resumed))
+    assert all(torch.equal(a, b) for a, b in zip(full.ema.module.state_dict().values(), resumed.ema.module.state_dict().values()))

@@ -15,16 +15,21 @@ TRAIN_FLAGS = {
     "--data-root": (str, "folder holding the MedMNIST .npz files (default $MEDGAN_DATA, else ~/.medmnist)"),
     "--size": (int, "image size: 28, 64, 128 or 224 for MedMNIST"),
     "--channels": (int, "1 or 3 (default: the dataset's own)"),
-    "--model": (str, "mlp, mlp-bn or dcgan"),
+    "--model": (str, "mlp, mlp-bn, dcgan or resnet"),
     "--loss": (str, "gan, lsgan, wgan, wgan-gp or hinge"),
     "--epochs": (int, "number of epochs (default 50)"),
     "--batch-size": (int, "batch size (default 64)"),
     "--lr": (float, "Adam learning rate (default 2e-4)"),
+    "--lr-d": (float, "discriminator learning rate, for two time-scale updates (default 0 = --lr)"),
     "--beta1": (float, "Adam beta1 (default 0.5)"),
     "--beta2": (float, "Adam beta2 (default 0.999)"),
     "--n-critic": (int, "D steps per G step (default 5 for wgan/wgan-gp, else 1)"),
     "--latent-dim": (int, "size of the noise vector (default 100)"),
-    "--width": (int, "base channel width of the dcgan nets (default 64)"),
+    "--width": (int, "base channel width of the dcgan and resnet nets (default 64)"),
+    "--spectral-norm": (bool, "spectral normalisation on every layer of D (default off)"),
+    "--r1": (float, "R1 penalty weight gamma on D's gradient at real images (default 0 = off)"),
+    "--augment": (str, "DiffAugment policy for D's inputs: comma-separated translation,cutout,color (default off)"),
+    "--ema": (float, "decay of the generator weight average used for samples and evaluation, e.g. 0.999 (default 0 = off)"),
     "--seed": (int, "random seed (default 0)"),
     "--device": (str, "auto, cpu, cuda or cuda:N (default auto)"),
     "--out": (str, "run directory (default runs/<dataset>-<model>-<loss>-s<seed>)"),
@@ -38,14 +43,23 @@ def _key(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
+def _add_train_flags(parser: argparse.ArgumentParser, flags) -> None:
+    for flag in flags:
+        kind, text = TRAIN_FLAGS[flag]
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medgan", description="Train, compare and evaluate GANs on medical images.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train one GAN", description="Train one GAN. Flags override --config, which overrides the defaults.")
     train.add_argument("--config", help="TOML file with training settings (keys as the flags, with _ for -)")
-    for flag, (kind, text) in TRAIN_FLAGS.items():
-        train.add_argument(flag, type=kind, default=None, help=text)
+    train.add_argument("--preset", help="a recipe to start from, overridden by --config and flags: best (chosen by image size)")
+    _add_train_flags(train, TRAIN_FLAGS)
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard event files")
@@ -68,10 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="study directory (default study)")
     cmp.add_argument("--backend", default="local", choices=["local", "ray"], help="local: runs in sequence (default); ray: one Ray task per run")
     cmp.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray instance)")
-    for flag in ("--data-root", "--size", "--channels", "--epochs", "--batch-size", "--lr", "--n-critic", "--width",
-                 "--eval-every", "--eval-samples", "--device"):
-        kind, text = TRAIN_FLAGS[flag]
-        cmp.add_argument(flag, type=kind, default=None, help=text)
+    _add_train_flags(cmp, ("--data-root", "--size", "--channels", "--epochs", "--batch-size", "--lr", "--lr-d", "--n-critic", "--width",
+                           "--spectral-norm", "--r1", "--augment", "--ema", "--eval-every", "--eval-samples", "--device"))
 
     ev = sub.add_parser("evaluate", help="metrics of generated images against the real data, with real-vs-real floors")
     ev.add_argument("source", help="a run directory, a MedMNIST-format FILE.npz (train_images) or a folder of images")
@@ -99,9 +111,14 @@ def cmd_train(args) -> int:
     from medgan.config import TrainConfig, default_out, from_dict, load_toml
     from medgan.train import Trainer, config_for_resume
 
+    from medgan.recipes import recipe
+
     given = {_key(f): getattr(args, _key(f)) for f in TRAIN_FLAGS if getattr(args, _key(f)) is not None}
     base = load_toml(args.config) if args.config else TrainConfig()
     cfg = from_dict(given, base)
+    if args.preset:  # the recipe depends on the image size, known only now
+        base = from_dict(recipe(args.preset, cfg.size))
+        cfg = from_dict(given, load_toml(args.config, base) if args.config else base)
     if args.resume:
         cfg = config_for_resume(Path(cfg.out or default_out(cfg)), {k: getattr(cfg, k) for k in given})
     trainer = Trainer(cfg, progress=not args.no_progress, tensorboard=not args.no_tensorboard)

@@ -20,6 +20,7 @@ else:  # pragma: no cover
 import tomli_w
 
 from medgan import MedganError
+from medgan.augment import parse_policy
 
 
 @dataclass
@@ -32,12 +33,17 @@ class TrainConfig:
     loss: str = "lsgan"
     epochs: int = 50
     batch_size: int = 64
-    lr: float = 2e-4
+    lr: float = 2e-4  # generator learning rate (and D's unless lr_d is set)
+    lr_d: float = 0.0  # discriminator learning rate for two time-scale updates (TTUR); 0 = lr
     beta1: float = 0.5
     beta2: float = 0.999
     n_critic: int = 0  # 0 = the loss's default: 5 for Wasserstein losses, else 1
     latent_dim: int = 100
-    width: int = 64  # base channel width of convolutional nets (dcgan)
+    width: int = 64  # base channel width of convolutional nets (dcgan, resnet)
+    spectral_norm: bool = False  # spectral normalisation on every layer of D (then no batch norm in D)
+    r1: float = 0.0  # R1 penalty weight gamma on D's gradient at real images; 0 = off
+    augment: str = ""  # DiffAugment policy for D's inputs, e.g. "translation,cutout" (also: color); "" = off
+    ema: float = 0.0  # decay of the generator's weight average used for samples and evaluation; 0 = off
     seed: int = 0
     device: str = "auto"  # auto = CUDA when present, else CPU
     out: str = ""  # "" = runs/<dataset>-<model>-<loss>-s<seed>
@@ -66,6 +72,8 @@ def _choices() -> dict[str, list[str]]:
 
 def _check_type(name: str, value):
     want = FIELDS[name].type
+    if want == "bool" and not isinstance(value, bool):
+        raise MedganError(f"config key {name!r} must be true or false, got {value!r}")
     if want == "int" and (isinstance(value, bool) or not isinstance(value, int)):
         raise MedganError(f"config key {name!r} must be an integer, got {value!r}")
     if want == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -91,8 +99,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise MedganError(f"eval_every must be >= 0 (0 = no evaluation during training), got {cfg.eval_every}")
     if cfg.n_critic < 0:
         raise MedganError(f"n_critic must be >= 1 (or 0 for the loss's default), got {cfg.n_critic}")
-    if not cfg.lr > 0:
-        raise MedganError(f"lr must be > 0, got {cfg.lr}")
+    if not cfg.lr > 0 or cfg.lr_d < 0:
+        raise MedganError(f"lr must be > 0 and lr_d >= 0 (0 = lr), got {cfg.lr}, {cfg.lr_d}")
+    if cfg.r1 < 0:
+        raise MedganError(f"r1 must be >= 0 (0 = no R1 penalty), got {cfg.r1}")
+    if not 0 <= cfg.ema < 1:
+        raise MedganError(f"ema must be in [0, 1) (e.g. 0.999; 0 = off), got {cfg.ema}")
+    try:
+        parse_policy(cfg.augment)
+    except ValueError as e:
+        raise MedganError(f"augment: {e}") from None
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
         raise MedganError(f"beta1 and beta2 must be in [0, 1), got {cfg.beta1}, {cfg.beta2}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):

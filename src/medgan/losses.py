@@ -2,6 +2,7 @@
 
 Each loss turns discriminator outputs (raw scores, no sigmoid) into a D loss and a G loss.
 ``d_loss`` returns the loss and a dict of extra scalars to log (e.g. the Wasserstein estimate).
+Every loss takes an optional R1 penalty (Mesheder et al. 2018) on D's gradient at real images.
 """
 
 from __future__ import annotations
@@ -27,9 +28,20 @@ class GANLoss:
     n_critic = 1  # default D steps per G step
     wasserstein = False  # a critic: no batch norm in D, logs the Wasserstein estimate
 
+    def __init__(self, r1: float = 0.0):
+        self.r1 = r1  # gamma of the R1 penalty, gamma / 2 * E ||grad D(real)||^2; 0 = off
+
     def d_loss(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        if self.r1:
+            real = real.detach().requires_grad_(True)
         real_out, fake_out = disc(real), disc(fake)
-        return self.d_from_scores(real_out, fake_out), self.stats(real_out, fake_out)
+        loss, stats = self.d_from_scores(real_out, fake_out), self.stats(real_out, fake_out)
+        if self.r1:
+            (grad,) = torch.autograd.grad(real_out.sum(), real, create_graph=True)
+            penalty = grad.flatten(1).pow(2).sum(1).mean()
+            loss = loss + 0.5 * self.r1 * penalty
+            stats["r1_penalty"] = penalty.detach()
+        return loss, stats
 
     def d_from_scores(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -84,7 +96,8 @@ class WassersteinLoss(GANLoss):
     n_critic = 5
     wasserstein = True
 
-    def __init__(self, clip: float = 0.01):
+    def __init__(self, clip: float = 0.01, **options):
+        super().__init__(**options)
         self.clip = clip
 
     def d_from_scores(self, real_out, fake_out):
@@ -114,7 +127,8 @@ def gradient_penalty(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) ->
 class WassersteinGPLoss(WassersteinLoss):
     """WGAN-GP (Gulrajani et al. 2017): Wasserstein loss plus lambda * gradient penalty."""
 
-    def __init__(self, gp_weight: float = 10.0):
+    def __init__(self, gp_weight: float = 10.0, **options):
+        super().__init__(**options)
         self.gp_weight = gp_weight
 
     def d_loss(self, disc, real, fake):
@@ -126,5 +140,5 @@ class WassersteinGPLoss(WassersteinLoss):
         pass
 
 
-def build_loss(name: str) -> GANLoss:
-    return LOSSES[name]()
+def build_loss(name: str, r1: float = 0.0) -> GANLoss:
+    return LOSSES[name](r1=r1)

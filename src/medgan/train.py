@@ -17,8 +17,10 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from medgan import MedganError, io
+from medgan.augment import AugmentedDiscriminator
 from medgan.config import TrainConfig, default_out, to_toml, load_toml
 from medgan.data import ImageSet, load_dataset
+from medgan.ema import EMA
 from medgan.losses import build_loss
 from medgan.models import build_models
 from medgan.runlog import RunLog
@@ -37,14 +39,15 @@ def resolve_device(name: str) -> torch.device:
 
 def nets_for(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(generator, discriminator) a resolved config describes; Wasserstein critics get no batch norm."""
-    return build_models(cfg.model, (cfg.channels, cfg.size, cfg.size), cfg.latent_dim, not build_loss(cfg.loss).wasserstein, cfg.width)
+    shape = (cfg.channels, cfg.size, cfg.size)
+    return build_models(cfg.model, shape, cfg.latent_dim, not build_loss(cfg.loss).wasserstein, cfg.width, cfg.spectral_norm)
 
 
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Adam:
+def make_optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Adam:
     # The fused Adam kernel updates all tensors in one pass (CPU and CUDA). Measured on the 2-core CPU
     # (benchmarks/train_throughput.py --compare-adam, MLP lsgan, PneumoniaMNIST): fused 0.351 s/epoch,
     # foreach 0.421, for-loop 0.423; see benchmarks/RESULTS.md.
-    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), fused=True)
 
 
 class NonFiniteLoss(MedganError):
@@ -61,7 +64,7 @@ class Trainer:
         self.data = data or load_dataset(cfg.dataset, "train", cfg.size, cfg.channels or None, cfg.data_root or None)
         if len(self.data) < cfg.batch_size:
             raise MedganError(f"batch size {cfg.batch_size} is larger than the dataset ({len(self.data)} images)")
-        self.loss = build_loss(cfg.loss)
+        self.loss = build_loss(cfg.loss, r1=cfg.r1)
         # Resolve the "auto" values so config.toml describes the run completely.
         self.cfg = cfg = cfg.replace(
             channels=self.data.channels, size=self.data.size, out=str(self.out),
@@ -71,8 +74,11 @@ class Trainer:
         self.generator, self.discriminator = (
             m.to(self.device) for m in nets_for(cfg)
         )
-        self.opt_g = make_optimizer(self.generator.parameters(), cfg)
-        self.opt_d = make_optimizer(self.discriminator.parameters(), cfg)
+        # What the losses call D: the discriminator behind DiffAugment when that is on.
+        self.critic = AugmentedDiscriminator(self.discriminator, cfg.augment) if cfg.augment else self.discriminator
+        self.ema = EMA(self.generator, cfg.ema) if cfg.ema else None
+        self.opt_g = make_optimizer(self.generator.parameters(), cfg, cfg.lr)
+        self.opt_d = make_optimizer(self.discriminator.parameters(), cfg, cfg.lr_d or cfg.lr)
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         self.fixed_noise = torch.randn(cfg.grid_size, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed + 1)).to(self.device)
         self.epoch, self.batch_index, self.step = 0, 0, 0
@@ -86,9 +92,15 @@ class Trainer:
 
             self.epoch_hooks.append(EvaluateDuringTraining(eval_data))
 
+    @property
+    def sampling_generator(self) -> torch.nn.Module:
+        """The generator that samples and evaluations use: the weight average when EMA is on."""
+        return self.ema.module if self.ema else self.generator
+
     # ----- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
-        return {
+        ema = {"generator_ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates} if self.ema else {}
+        return ema | {
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(),
@@ -112,6 +124,9 @@ class Trainer:
             self.discriminator.load_state_dict(state["discriminator"])
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_d.load_state_dict(state["opt_d"])
+            if self.ema:
+                self.ema.module.load_state_dict(state["generator_ema"])
+                self.ema.updates = state["ema_updates"]
         except (RuntimeError, KeyError, EOFError, OSError) as e:
             raise MedganError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {e}); start a new run with another --out") from None
         self.epoch, self.batch_index, self.step = state["epoch"], state["batch_index"], state["step"]
@@ -123,7 +138,7 @@ class Trainer:
     # ----- one step ----------------------------------------------------------------------------
     def train_step(self, real: torch.Tensor, generator_step: bool) -> dict:
         """One D step, plus one G step if asked; returns detached scalars (no device sync)."""
-        G, D, loss = self.generator, self.discriminator, self.loss
+        G, D, loss = self.generator, self.critic, self.loss
         z = torch.randn(real.shape[0], self.cfg.latent_dim, device=self.device)
         with torch.set_grad_enabled(generator_step):  # keep G's graph only when G will step
             fake = G(z)
@@ -140,6 +155,8 @@ class Trainer:
             g_loss.backward()
             self.opt_g.step()
             D.requires_grad_(True)
+            if self.ema:
+                self.ema.update(G)
             record["g_loss"] = g_loss.detach()
         return record
 
@@ -251,9 +268,10 @@ class Trainer:
     @torch.no_grad()
     def sample_grid(self) -> torch.Tensor:
         """Images from the fixed noise batch as one grid in [0, 1]."""
-        self.generator.eval()
-        images = self.generator(self.fixed_noise)
-        self.generator.train()
+        generator = self.sampling_generator
+        training = generator.training
+        images = generator.eval()(self.fixed_noise)
+        generator.train(training)
         return make_grid(images.float().cpu(), nrow=int(math.sqrt(len(images))) or 1, normalize=True, value_range=(-1, 1))
 
     def _progress_bar(self, n_batches: int):

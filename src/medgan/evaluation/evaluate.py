@@ -181,9 +181,10 @@ class EvaluateDuringTraining:
 
         if self.test is None:
             self.test = load_dataset(cfg.dataset, "test", cfg.size, cfg.channels, cfg.data_root or None)
-        trainer.generator.eval()
-        images = generate(trainer.generator, min(cfg.eval_samples, 10 * len(trainer.data)), seed=cfg.seed)
-        trainer.generator.train()
+        generator = trainer.sampling_generator
+        training = generator.training
+        images = generate(generator.eval(), min(cfg.eval_samples, 10 * len(trainer.data)), seed=cfg.seed)
+        generator.train(training)
         result = evaluate(images, trainer.data, self.test, ("domain",), trainer.device, domain_steps=self.domain_steps, n_pixel=200)
         record = {"kind": "eval", "step": trainer.step, "epoch": trainer.epoch}
         for name, m in result["metrics"].items():

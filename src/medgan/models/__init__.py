@@ -1,22 +1,39 @@
-"""Generator/discriminator pairs by name: ``mlp`` and ``mlp-bn`` (the seeds' nets), ``dcgan`` (convolutional)."""
+"""Generator/discriminator pairs by name: ``mlp`` and ``mlp-bn`` (the seeds' nets), ``dcgan`` (convolutional),
+``resnet`` (SNGAN-style residual nets)."""
 
 from __future__ import annotations
 
 from functools import partial
 
+import torch
 from torch import nn
 
 from medgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from medgan.models.mlp import MLPDiscriminator, MLPGenerator
+from medgan.models.resnet import ResNetDiscriminator, ResNetGenerator
 
 MODELS: dict[str, tuple] = {
     "mlp": (MLPGenerator, MLPDiscriminator),
     "mlp-bn": (partial(MLPGenerator, mlp_batch_norm=True), partial(MLPDiscriminator, leaky=True)),  # seed 002
     "dcgan": (DCGANGenerator, DCGANDiscriminator),
+    "resnet": (ResNetGenerator, ResNetDiscriminator),
 }
 
 
-def build_models(name: str, shape: tuple[int, int, int], latent_dim: int = 100, batch_norm_in_d: bool = True, width: int = 64) -> tuple[nn.Module, nn.Module]:
-    """Return ``(generator, discriminator)`` for images of ``shape`` = (C, H, W)."""
+def add_spectral_norm(module: nn.Module) -> nn.Module:
+    """Spectral normalisation (one power iteration per forward) on every conv and linear layer."""
+    for name, child in module.named_children():
+        if isinstance(child, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
+            setattr(module, name, torch.nn.utils.parametrizations.spectral_norm(child))
+        else:
+            add_spectral_norm(child)
+    return module
+
+
+def build_models(name: str, shape: tuple[int, int, int], latent_dim: int = 100, batch_norm_in_d: bool = True, width: int = 64, spectral_norm: bool = False) -> tuple[nn.Module, nn.Module]:
+    """Return ``(generator, discriminator)`` for images of ``shape`` = (C, H, W).
+
+    With ``spectral_norm`` every layer of D is spectrally normalised and D has no batch norm."""
     gen_cls, disc_cls = MODELS[name]
-    return gen_cls(shape, latent_dim=latent_dim, width=width), disc_cls(shape, batch_norm=batch_norm_in_d, width=width)
+    disc = disc_cls(shape, batch_norm=batch_norm_in_d and not spectral_norm, width=width)
+    return gen_cls(shape, latent_dim=latent_dim, width=width), add_spectral_norm(disc) if spectral_norm else disc
