@@ -44,6 +44,9 @@ class TrainConfig:
     r1: float = 0.0  # R1 penalty weight gamma on D's gradient at real images; 0 = off
     augment: str = ""  # DiffAugment policy for D's inputs, e.g. "translation,cutout" (also: color); "" = off
     ema: float = 0.0  # decay of the generator's weight average used for samples and evaluation; 0 = off
+    conditional: bool = False  # class-conditional G and D (projection), on the dataset's labels
+    n_classes: int = 0  # set from the data when conditional: classes (or findings, multi-label)
+    multi_label: bool = False  # set from the data when conditional: labels are 0/1 findings (ChestMNIST)
     seed: int = 0
     device: str = "auto"  # auto = CUDA when present, else CPU
     out: str = ""  # "" = runs/<dataset>-<model>-<loss>-s<seed>
@@ -95,6 +98,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise MedganError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.channels not in (0, 1, 3):
         raise MedganError(f"channels must be 1 or 3 (or 0 for the dataset's own), got {cfg.channels}")
+    if cfg.n_classes < 0:
+        raise MedganError(f"n_classes must be >= 0 (it is set from the data), got {cfg.n_classes}")
     if cfg.eval_every < 0:
         raise MedganError(f"eval_every must be >= 0 (0 = no evaluation during training), got {cfg.eval_every}")
     if cfg.n_critic < 0:

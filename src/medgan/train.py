@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from medgan.data import ImageSet, load_dataset
 from medgan.ema import EMA
 from medgan.losses import build_loss
 from medgan.models import build_models
+from medgan.models.conditional import grid_labels, label_space, label_vectors
 from medgan.runlog import RunLog
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -40,7 +42,8 @@ def resolve_device(name: str) -> torch.device:
 def nets_for(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(generator, discriminator) a resolved config describes; Wasserstein critics get no batch norm."""
     shape = (cfg.channels, cfg.size, cfg.size)
-    return build_models(cfg.model, shape, cfg.latent_dim, not build_loss(cfg.loss).wasserstein, cfg.width, cfg.spectral_norm)
+    batch_norm_in_d = not build_loss(cfg.loss).wasserstein
+    return build_models(cfg.model, shape, cfg.latent_dim, batch_norm_in_d, cfg.width, cfg.spectral_norm, cfg.n_classes if cfg.conditional else 0)
 
 
 def make_optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Adam:
@@ -68,7 +71,7 @@ class Trainer:
         # Resolve the "auto" values so config.toml describes the run completely.
         self.cfg = cfg = cfg.replace(
             channels=self.data.channels, size=self.data.size, out=str(self.out),
-            n_critic=cfg.n_critic or self.loss.n_critic,
+            n_critic=cfg.n_critic or self.loss.n_critic, **self._label_settings(cfg),
         )
         torch.manual_seed(cfg.seed)
         self.generator, self.discriminator = (
@@ -80,7 +83,13 @@ class Trainer:
         self.opt_g = make_optimizer(self.generator.parameters(), cfg, cfg.lr)
         self.opt_d = make_optimizer(self.discriminator.parameters(), cfg, cfg.lr_d or cfg.lr)
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
-        self.fixed_noise = torch.randn(cfg.grid_size, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed + 1)).to(self.device)
+        columns = int(math.sqrt(cfg.grid_size)) or 1
+        # Conditional runs: a grid row per class, and each batch's own labels on the device.
+        self.fixed_labels = grid_labels(cfg.n_classes, cfg.multi_label, columns).to(self.device) if cfg.conditional else None
+        n_grid = len(self.fixed_labels) if cfg.conditional else cfg.grid_size
+        self.grid_columns = columns if cfg.conditional else int(math.sqrt(n_grid)) or 1
+        self.fixed_noise = torch.randn(n_grid, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed + 1)).to(self.device)
+        self.labels = label_vectors(self.data.labels, cfg.n_classes, cfg.multi_label).to(self.device) if cfg.conditional else None
         self.epoch, self.batch_index, self.step = 0, 0, 0
         self.epoch_shuffle_state = self.shuffle.get_state()
         self.progress, self.tensorboard = progress, tensorboard
@@ -91,6 +100,14 @@ class Trainer:
             from medgan.evaluation.evaluate import EvaluateDuringTraining
 
             self.epoch_hooks.append(EvaluateDuringTraining(eval_data))
+
+    def _label_settings(self, cfg: TrainConfig) -> dict:
+        if not cfg.conditional:
+            return {"n_classes": 0, "multi_label": False}
+        n_classes = label_space(self.data.labels, self.data.multi_label)
+        if n_classes < 2:
+            raise MedganError(f"--conditional needs labels of at least 2 classes; {self.data.name} has {n_classes}")
+        return {"n_classes": n_classes, "multi_label": self.data.multi_label}
 
     @property
     def sampling_generator(self) -> torch.nn.Module:
@@ -136,25 +153,30 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     # ----- one step ----------------------------------------------------------------------------
-    def train_step(self, real: torch.Tensor, generator_step: bool) -> dict:
-        """One D step, plus one G step if asked; returns detached scalars (no device sync)."""
+    def train_step(self, real: torch.Tensor, generator_step: bool, labels: torch.Tensor | None = None) -> dict:
+        """One D step, plus one G step if asked; returns detached scalars (no device sync).
+
+        Conditional runs pass the real batch's ``labels``; the fakes are drawn for the same labels."""
         G, D, loss = self.generator, self.critic, self.loss
+        condition = () if labels is None else (labels,)
+        if labels is not None:
+            D = partial(self.critic, y=labels)
         z = torch.randn(real.shape[0], self.cfg.latent_dim, device=self.device)
         with torch.set_grad_enabled(generator_step):  # keep G's graph only when G will step
-            fake = G(z)
+            fake = G(z, *condition)
         d_loss, stats = loss.d_loss(D, real, fake.detach())
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.opt_d.step()
-        loss.after_d_step(D)
+        loss.after_d_step(self.discriminator)
         record = {"d_loss": d_loss.detach(), **stats}
         if generator_step:
-            D.requires_grad_(False)  # gradients flow through D to G, but none are stored for D
+            self.critic.requires_grad_(False)  # gradients flow through D to G, but none are stored for D
             g_loss = loss.g_loss(D(fake))
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             self.opt_g.step()
-            D.requires_grad_(True)
+            self.critic.requires_grad_(True)
             if self.ema:
                 self.ema.update(G)
             record["g_loss"] = g_loss.detach()
@@ -210,8 +232,10 @@ class Trainer:
             order = torch.randperm(len(data), generator=self.shuffle)[: n_batches * cfg.batch_size].view(n_batches, -1)
             epoch_records: list[dict] = []
             while self.batch_index < n_batches:
-                real = data.batch(order[self.batch_index], self.device)
-                record = self.train_step(real, generator_step=(self.step + 1) % cfg.n_critic == 0)
+                index = order[self.batch_index]
+                real = data.batch(index, self.device)
+                labels = self.labels[index.to(self.device)] if self.labels is not None else None
+                record = self.train_step(real, generator_step=(self.step + 1) % cfg.n_critic == 0, labels=labels)
                 self.step += 1
                 self.batch_index += 1
                 pending.append(record)
@@ -232,6 +256,8 @@ class Trainer:
             self.batch_index = 0
             self.epoch_shuffle_state = self.shuffle.get_state()
             self._end_epoch(log, epoch_records)
+            if self.stop_requested:  # asked for during the epoch's hooks (e.g. a time budget)
+                break
             t_interval = time.perf_counter()
         bar.close()
 
@@ -270,9 +296,10 @@ class Trainer:
         """Images from the fixed noise batch as one grid in [0, 1]."""
         generator = self.sampling_generator
         training = generator.training
-        images = generator.eval()(self.fixed_noise)
+        condition = () if self.fixed_labels is None else (self.fixed_labels,)
+        images = generator.eval()(self.fixed_noise, *condition)
         generator.train(training)
-        return make_grid(images.float().cpu(), nrow=int(math.sqrt(len(images))) or 1, normalize=True, value_range=(-1, 1))
+        return make_grid(images.float().cpu(), nrow=self.grid_columns, normalize=True, value_range=(-1, 1))
 
     def _progress_bar(self, n_batches: int):
         from tqdm.auto import tqdm

@@ -73,9 +73,9 @@ class DCGANDiscriminator(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not batch_norm)]
             layers += [nn.BatchNorm2d(c_out)] if batch_norm else []
             layers += [nn.LeakyReLU(0.2, inplace=True)]
-        layers += [nn.Flatten(), nn.Linear(_width(k - 1, width) * base * base, 1)]
-        self.net = nn.Sequential(*layers)
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Linear(_width(k - 1, width) * base * base, 1)
         self.apply(init_dcgan)
 
     def forward(self, x):
-        return self.net(x).view(-1)
+        return self.head(self.features(x)).view(-1)

@@ -29,12 +29,12 @@ class MLPDiscriminator(nn.Module):
     def __init__(self, shape: tuple[int, int, int], leaky: bool = False, **_):
         super().__init__()
         act = (lambda: nn.LeakyReLU(0.2)) if leaky else nn.ReLU
-        self.net = nn.Sequential(
+        self.features = nn.Sequential(
             nn.Flatten(),
             nn.Linear(math.prod(shape), 512), act(),
             nn.Linear(512, 256), act(),
-            nn.Linear(256, 1),
         )
+        self.head = nn.Linear(256, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).view(-1)
+        return self.head(self.features(x)).view(-1)

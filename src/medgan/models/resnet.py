@@ -75,7 +75,9 @@ class ResNetDiscriminator(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
 
+    def features(self, x):
+        return F.relu(self.blocks(x)).sum(dim=(2, 3))
+
     def forward(self, x):
-        h = F.relu(self.blocks(x)).sum(dim=(2, 3))
-        return self.head(h).view(-1)
+        return self.head(self.features(x)).view(-1)
 

@@ -1,0 +1,128 @@
+"""Sample quality of training recipes: ``best`` against the seed-style MLP baseline, per dataset and seed.
+
+Each run is an ordinary ``medgan train`` run (resumable: re-running the command skips finished runs and
+resumes interrupted ones) with a wall-time budget: training stops at its configured epochs or at the end of
+the first epoch that passes ``--minutes``, whichever comes first. The run is then evaluated once with the domain extractor on ``--samples`` images
+from the sampling generator (EMA weights when the recipe has them) against the real test split, beside
+each metric's real-vs-real floor. The table is printed and written to OUT/results.md and results.json.
+
+    python benchmarks/recipe_results.py --datasets pneumoniamnist breastmnist --seeds 0 1 2 --minutes 45
+    python benchmarks/recipe_results.py --recipes best --datasets breastmnist --seeds 0 --minutes 10 --set width=32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from medgan import io
+from medgan.config import TrainConfig, from_dict
+from medgan.data import load_dataset
+from medgan.evaluation.evaluate import evaluate
+from medgan.recipes import recipe
+from medgan.sample import generate
+from medgan.train import CHECKPOINT, Trainer, config_for_resume
+
+# The seed projects' recipe (seed 001): MLP nets, LSGAN, Adam 2e-4 (0.5, 0.999), batch 64.
+BASELINE = {"model": "mlp", "loss": "lsgan", "epochs": 50}
+METRICS = ("c2st", "kid_domain", "precision_domain", "recall_domain", "fd_domain")
+
+
+class TimeBudget:
+    """Epoch hook: ask the trainer to stop once the run's total training time passes the budget."""
+
+    def __init__(self, seconds: float, already: float):
+        self.seconds, self.start = seconds, time.time() - already
+
+    def __call__(self, trainer, log) -> None:
+        if time.time() - self.start > self.seconds:
+            trainer.stop_requested = True
+
+
+def config_for(name: str, dataset: str, seed: int, size: int, data_root: str, out: Path, overrides: dict) -> TrainConfig:
+    values = BASELINE if name == "baseline" else recipe(name, size)
+    return from_dict({**values, **overrides, "dataset": dataset, "size": size, "seed": seed, "data_root": data_root,
+                      "out": str(out), "eval_every": 0})
+
+
+def run_one(cfg: TrainConfig, minutes: float, samples: int) -> dict:
+    out = Path(cfg.out)
+    result_path = out / "recipe_result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    resume = (out / CHECKPOINT).exists()
+    trainer = Trainer(config_for_resume(out, {}) if resume else cfg, progress=False, tensorboard=False)
+    done = json.loads((out / "run.json").read_text()).get("wall_time_s", 0.0) if resume else 0.0
+    trainer.epoch_hooks.append(TimeBudget(60 * minutes, done))
+    trainer.fit(resume=resume)
+    if trainer.stop_requested and trainer.batch_index:  # stopped by a signal mid-epoch: resume later
+        raise KeyboardInterrupt
+    info = json.loads((out / "run.json").read_text())
+    test = load_dataset(cfg.dataset, "test", cfg.size, trainer.cfg.channels, cfg.data_root or None)
+    images = generate(trainer.sampling_generator.eval(), samples, seed=cfg.seed)
+    metrics = evaluate(images, trainer.data, test, ("domain",), trainer.device, seed=cfg.seed)
+    result = {"recipe": out.parent.name, "dataset": cfg.dataset, "seed": cfg.seed, "epochs": trainer.epoch,
+              "train_minutes": info["wall_time_s"] / 60, "metrics": metrics["metrics"], "config": trainer.cfg.to_dict()}
+    io.write_json(result_path, result)
+    return result
+
+
+def table(results: list[dict]) -> str:
+    import statistics as st
+
+    head = "| dataset | recipe | runs | epochs | train min | " + " | ".join(f"{m} (floor)" for m in METRICS) + " |"
+    lines = [head, "|" + "---|" * (5 + len(METRICS))]
+    groups: dict[tuple, list] = {}
+    for r in results:
+        groups.setdefault((r["dataset"], r["recipe"]), []).append(r)
+    for (dataset, name), rs in groups.items():
+        def cell(values):
+            return f"{st.mean(values):.3f} ± {st.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+        row = [dataset, name, str(len(rs)), cell([r["epochs"] for r in rs]), cell([r["train_minutes"] for r in rs])]
+        for m in METRICS:
+            row.append(f"{cell([r['metrics'][m]['value'] for r in rs])} ({st.mean(r['metrics'][m]['floor'] for r in rs):.3f})")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", nargs="+", default=["baseline", "best"])
+    parser.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "breastmnist"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--size", type=int, default=28)
+    parser.add_argument("--minutes", type=float, default=45.0, help="training wall-time budget per run")
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"))
+    parser.add_argument("--out", default="runs/recipes")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides KEY=VALUE (TOML values) for every run")
+    args = parser.parse_args()
+    from medgan.config import tomllib
+
+    overrides = tomllib.loads("\n".join(args.set))
+    print(f"torch {torch.__version__} | threads {torch.get_num_threads()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs")
+    results = []
+    for dataset in args.datasets:
+        for name in args.recipes:
+            for seed in args.seeds:
+                out = Path(args.out) / dataset / name / f"s{seed}"
+                cfg = config_for(name, dataset, seed, args.size, args.data_root, out, overrides if name != "baseline" else {})
+                result = run_one(cfg, args.minutes if name != "baseline" else 1e9, args.samples)
+                results.append(result)
+                print(dataset, name, seed, f"{result['epochs']} epochs {result['train_minutes']:.1f} min",
+                      {m: round(result["metrics"][m]["value"], 4) for m in METRICS}, flush=True)
+    text = table(results)
+    print(text)
+    io.write_text(Path(args.out) / "results.md", text + "\n")
+    io.write_json(Path(args.out) / "results.json", results)
+
+
+if __name__ == "__main__":
+    main()
