@@ -45,6 +45,24 @@ DESCRIPTIONS = {
 }
 
 
+def direction(metric: str) -> str:
+    """Which way is better for a metric named like evaluate's results (``fd_domain`` -> ``lower``); "" if unknown."""
+    prefix = next((p for p in sorted(DESCRIPTIONS, key=len, reverse=True) if metric.startswith(p)), None)
+    return DESCRIPTIONS[prefix][1] if prefix else ""
+
+
+def badness(metric: str, value: float, floor: float) -> float:
+    """How far ``value`` is from good in the metric's own units, larger = worse: the value itself
+    (lower is better), its negative (higher), or its distance to 1, 0.5 or the real-vs-real ``floor``."""
+    way = direction(metric)
+    targets = {"~1": 1.0, "-> 0.5": 0.5, "~floor": floor}
+    if way in targets:
+        return abs(value - targets[way])
+    if way in ("lower", "higher"):
+        return value if way == "lower" else -value
+    raise ValueError(f"no direction known for metric {metric!r}; add it to DESCRIPTIONS")
+
+
 def build_extractor(name: str, train: ImageSet, test: ImageSet, device="cpu", inception_weights=None, domain_steps: int | None = None):
     if name == "domain":
         return DomainExtractor(train, test, steps=domain_steps, device=device)
@@ -178,10 +196,9 @@ def format_table(result: dict) -> str:
     """The metrics as a plain-text table: metric, generated, real floor, which way is better."""
     rows = [("metric", "generated", "real floor", "better")]
     for name, m in result["metrics"].items():
-        prefix = next((p for p in sorted(DESCRIPTIONS, key=len, reverse=True) if name.startswith(p)), name)
         value = f"{m['value']:.4g}" + (f" ± {m['value_std']:.2g}" if "value_std" in m else "")
         value += f" [{m['value_ci95'][0]:.3f}, {m['value_ci95'][1]:.3f}]" if "value_ci95" in m else ""
-        rows.append((name, value, f"{m['floor']:.4g}", DESCRIPTIONS.get(prefix, ("", ""))[1]))
+        rows.append((name, value, f"{m['floor']:.4g}", direction(name)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
