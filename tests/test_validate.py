@@ -55,15 +55,17 @@ def test_judge_monotone_sensitive_constant_and_directions():
     assert MULTIPLE == 2.0
     constant = judge("fd_domain", [1.0] * 5, spread=0.0)
     assert not constant["monotone"] and not constant["sensitive"]
-    bumpy = judge("kid_domain", [0.0, 1.0, 3.0, 2.0, 4.0], spread=0.01)
+    bumpy = judge("kid_domain", [0.0, 1.0, 3.0, 2.0, 4.0], spread=0.01)  # drops by 1 >> the spread
     assert not bumpy["monotone"] and not bumpy["sensitive"]
     assert judge("precision_domain", [0.9, 0.7, 0.5, 0.2, 0.0], spread=0.01)["sensitive"]  # higher is better
     assert not judge("precision_domain", [0.2, 0.5, 0.6, 0.7, 0.9], spread=0.01)["monotone"]
     # "~floor": moving away from level 0 either way is worse; "-> 0.5": c2st
     assert judge("diversity_ssim", [0.4, 0.3, 0.2, 0.1, 0.0], spread=0.01)["sensitive"]
     assert judge("c2st", [0.5, 0.6, 0.8, 0.9, 1.0], spread=0.02)["sensitive"]
-    saturated = judge("c2st", [0.5, 1.0, 1.0, 1.0, 1.0], spread=0.02)
+    saturated = judge("c2st", [0.5, 0.98, 1.0, 0.99, 1.0], spread=0.02)  # dips within its noise
     assert saturated["monotone"] and saturated["sensitive"]
+    noisy_constant = judge("fd_domain", [1.0, 1.05, 0.98, 1.03, 1.04], spread=0.05)
+    assert not noisy_constant["monotone"] and not noisy_constant["sensitive"]
     assert judge("fd_domain", [1.0, 2.0, 3.0, 4.0, 5.0], spread=0.0)["level1_over_spread"] == math.inf
 
 

@@ -17,7 +17,7 @@ STRENGTHS = {
     "gaussian_blur": (0.5, 0.8, 1.2, 2.0),  # kernel std in pixels at 28 px
     "salt_and_pepper": (0.01, 0.03, 0.08, 0.20),  # fraction of pixels set to 0 or 255
     "rectangles": (1, 2, 4, 8),  # black rectangles of a quarter of the side each, at random places
-    "swirl": (1.0, 2.0, 4.0, 8.0),  # skimage swirl strength (radians at the centre), radius half the side
+    "swirl": (0.5, 1.0, 2.0, 4.0),  # skimage swirl strength (radians at the centre), radius the image side
     "mixed_in": (0.05, 0.10, 0.25, 0.50),  # fraction of images replaced by images of another source
 }
 LEVELS = len(next(iter(STRENGTHS.values())))
@@ -83,12 +83,12 @@ def rectangles(images: torch.Tensor, level: int, seed: int = 0) -> torch.Tensor:
 
 
 def swirl(images: torch.Tensor, level: int, seed: int = 0) -> torch.Tensor:
-    """skimage's swirl around the image centre (radius half the side); no randomness."""
+    """skimage's swirl around the image centre (radius the image side); no randomness."""
     from skimage.transform import swirl as skimage_swirl
 
     if (strength := _check(images, level, "swirl")) is None:
         return images
-    radius = images.shape[-1] / 2
+    radius = images.shape[-1]
     out = [skimage_swirl(image, strength=strength, radius=radius, mode="reflect", preserve_range=True)
            for image in images.permute(0, 2, 3, 1).numpy()]
     return _uint8(torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2))
