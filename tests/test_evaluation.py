@@ -7,7 +7,7 @@ from conftest import needs_shared_data, SHARED_DATA, write_medmnist
 from medgan import MedganWarning
 from medgan.cli import main
 from medgan.data import load_dataset
-from medgan.evaluation.domain import DomainExtractor, train_domain_net
+from medgan.evaluation.domain import ARCHITECTURE, DomainExtractor, train_domain_net
 from medgan.evaluation.evaluate import evaluate, format_table
 from medgan.evaluation.inception import InceptionExtractor, Unavailable, find_weights
 
@@ -35,10 +35,25 @@ def test_domain_extractor_is_cached_and_rotation_for_unlabelled(blobs, cache_dir
     second = DomainExtractor(train, test, steps=20)
     assert first.info == second.info
     features, logits = second(test.uint8()[:10])
-    assert features.shape == (10, 128) and logits.shape == (10, 2)
+    assert features.shape == (10, 32 + 64 + 128) and logits.shape == (10, 2)  # pooled features of every block
+    assert first.info["architecture"] == ARCHITECTURE
+    # blocks scaled to a mean feature std of 1 on the train split, so none dominates the distances
+    stds = first(train.uint8()[:500])[0].std(0).split([32, 64, 128])
+    assert all(0.8 < float(block.mean()) < 1.2 for block in stds), [float(b.mean()) for b in stds]
     unlabelled = type(train)(train.images, torch.zeros_like(train.labels), "folder:x", "train")
     _, info = train_domain_net(unlabelled, unlabelled, steps=20)
     assert info["task"] == "rotation" and info["n_outputs"] == 4
+
+
+def test_domain_cache_key_changes_with_the_architecture(blobs, cache_dir, monkeypatch):
+    import medgan.evaluation.domain as domain
+
+    train, test = blobs
+    DomainExtractor(train, test, steps=10)
+    monkeypatch.setattr(domain, "ARCHITECTURE", "another-net")
+    DomainExtractor(train, test, steps=10)
+    names = sorted(p.name for p in (cache_dir / "extractors").glob("domain-*.pt"))
+    assert len(names) == 2 and any("another-net" in n for n in names) and any(ARCHITECTURE in n for n in names)
 
 
 def test_evaluate_generated_against_floor(blobs):

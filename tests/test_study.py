@@ -153,3 +153,44 @@ def test_ray_backend_gives_the_same_results_table(tiny_study, tmp_path):
         ray.shutdown()
     assert [r["name"] for r in remote["runs"]] == [r["name"] for r in local["runs"]]
     assert json.dumps(remote["summary"]) == json.dumps(local["summary"])  # identical, not just close
+
+
+def test_ranking_by_badness_of_the_means():
+    from medgan.study.aggregate import ranking
+
+    s = lambda mean: {"n": 2, "mean": mean, "std": 0.1, "ci95": 0.5}  # noqa: E731
+    summary = {"a": {"fd_domain": s(5.0), "c2st": s(0.9), "diversity_ssim": s(0.30)},
+               "b": {"fd_domain": s(2.0), "c2st": s(0.6), "diversity_ssim": s(0.45)},
+               "real floor": {"fd_domain": s(0.1), "c2st": s(0.5), "diversity_ssim": s(0.35)}}
+    rows = ranking(summary, ["fd_domain", "c2st", "diversity_ssim"])
+    assert [r["variant"] for r in rows] == ["b", "a"]
+    assert rows[0]["ranks"] == {"fd_domain": 1, "c2st": 1, "diversity_ssim": 2}  # 0.45 is farther from the floor 0.35
+    assert rows[1]["mean_rank"] == pytest.approx(5 / 3)
+    assert ranking(summary, []) == []
+
+
+def test_report_marks_metrics_the_validation_failed_and_ranks_by_the_rest(tiny_study):
+    validation = {"dataset": "pneumoniamnist", "size": 28, "not_validated": {"near_copies": "memorisation"},
+                  "metrics": {"fd_domain": {"passed": True}, "kid_domain": {"passed": False}, "c2st": {"passed": True}}}
+    folder = Path(tiny_study.out) / "validation"
+    folder.mkdir(parents=True)
+    (folder / "validation.json").write_text(json.dumps(validation))
+    (folder / "validation.png").write_bytes(b"\x89PNG not a real image")
+    results = compare(tiny_study)
+    report = (Path(tiny_study.out) / "report.md").read_text()
+    assert "| kid_domain (not sensitive on this dataset) |" in report
+    assert "fd_domain (not sensitive" not in report and "| fd_domain |" in report
+    assert "- not sensitive on this dataset: kid_domain" in report
+    assert [m for row in results["ranking"] for m in row["ranks"]] and all(set(row["ranks"]) <= {"fd_domain", "c2st"} for row in results["ranking"])
+    assert "## Ranking by the metrics that passed validation" in report and "| mlp-lsgan |" in report.split("## Ranking")[1]
+    page = (Path(tiny_study.out) / "report.html").read_text()
+    assert "kid_domain (not sensitive on this dataset)" in page and "validation/validation.md" in page
+
+
+def test_report_says_how_to_validate_when_no_validation(tiny_study):
+    tiny_study.seeds = 1
+    tiny_study.losses = ["lsgan"]
+    compare(tiny_study)
+    report = (Path(tiny_study.out) / "report.md").read_text()
+    assert "No metric validation for this dataset" in report and "medgan validate-metrics --dataset pneumoniamnist" in report
+    assert "not sensitive on this dataset" not in report

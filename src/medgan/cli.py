@@ -1,4 +1,4 @@
-"""The ``medgan`` command line: ``train``, ``sample``, ``data list``, ``data info``."""
+"""The ``medgan`` command line: ``train``, ``sample``, ``compare``, ``evaluate``, ``validate-metrics``, ``data``."""
 
 from __future__ import annotations
 
@@ -98,6 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
 
+    val = sub.add_parser("validate-metrics", help="check that each metric notices disturbed real images (FID-paper protocol)",
+                         description="Disturbs real test images (noise, blur, salt-and-pepper, rectangles, swirl, mixed-in "
+                                     "images) at 4 levels and reports which metrics grow monotonically and beyond their own noise.")
+    val.add_argument("--dataset", required=True)
+    val.add_argument("--data-root", default=None)
+    val.add_argument("--size", type=int, default=28)
+    val.add_argument("--channels", type=int, default=None)
+    val.add_argument("--extractor", default="domain,inception", help="comma-separated: domain, inception (default both)")
+    val.add_argument("--samples", type=int, default=1000, help="images per side (disturbed, reference), at most half the test split")
+    val.add_argument("--seeds", type=int, default=5, help="random splits for the seed-to-seed spread (default 5)")
+    val.add_argument("--inception-weights", default=None)
+    val.add_argument("--out", default=None, help="output folder (default runs/validate-<dataset>)")
+    val.add_argument("--device", default="auto")
+
     data = sub.add_parser("data", help="list datasets or show one")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     data_sub.add_parser("list", help="list the datasets medgan can load")
@@ -181,14 +195,11 @@ def cmd_evaluate(args) -> int:
     from medgan.config import load_toml
     from medgan.data import load_dataset
     from medgan.data.imageset import convert_channels
-    from medgan.evaluation.evaluate import EXTRACTORS, evaluate, format_table, save_closest_pairs
+    from medgan.evaluation.evaluate import evaluate, format_table, save_closest_pairs
     from medgan.train import resolve_device
 
     source = Path(args.source)
-    extractors = [e.strip() for e in args.extractor.split(",") if e.strip()]
-    bad = [e for e in extractors if e not in EXTRACTORS]
-    if bad:
-        raise MedganError(f"unknown extractor(s) {bad}; choose from {', '.join(EXTRACTORS)}")
+    extractors = _extractor_names(args.extractor)
     device = resolve_device(args.device)
     run_cfg = load_toml(source / "config.toml") if (source / "config.toml").exists() else None
     dataset = args.dataset or (run_cfg.dataset if run_cfg else None)
@@ -222,6 +233,36 @@ def cmd_evaluate(args) -> int:
     print(format_table(result))
     print(f"\nwrote {out}")
     return 0
+
+
+def cmd_validate_metrics(args) -> int:
+    from medgan.data import load_dataset
+    from medgan.evaluation.validate import to_markdown, validate_metrics, write_validation
+    from medgan.train import resolve_device
+
+    extractors = _extractor_names(args.extractor)
+    train = load_dataset(args.dataset, "train", args.size, args.channels, args.data_root)
+    test = load_dataset(args.dataset, "test", args.size, train.channels, args.data_root)
+    out = Path(args.out or f"runs/validate-{args.dataset.replace('/', '_').replace(':', '-')}")
+    try:
+        result = validate_metrics(train, test, extractors, args.samples, args.seeds, resolve_device(args.device),
+                                  args.inception_weights, log=lambda text: print(text, file=sys.stderr))
+    except ValueError as e:
+        raise MedganError(str(e)) from None
+    write_validation(result, out)
+    print(to_markdown(result))
+    print(f"wrote {out}/validation.md, validation.json, validation.png")
+    return 0
+
+
+def _extractor_names(text: str) -> list[str]:
+    from medgan.evaluation.evaluate import EXTRACTORS
+
+    names = [e.strip() for e in text.split(",") if e.strip()]
+    bad = [e for e in names if e not in EXTRACTORS]
+    if bad or not names:
+        raise MedganError(f"unknown extractor(s) {bad}; choose from {', '.join(EXTRACTORS)}")
+    return names
 
 
 def cmd_data(args) -> int:
@@ -258,7 +299,8 @@ def cmd_data(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "sample": cmd_sample, "compare": cmd_compare, "evaluate": cmd_evaluate, "data": cmd_data}
+    handlers = {"train": cmd_train, "sample": cmd_sample, "compare": cmd_compare, "evaluate": cmd_evaluate,
+                "validate-metrics": cmd_validate_metrics, "data": cmd_data}
     with warnings.catch_warnings():
         warnings.simplefilter("always", MedganWarning)
         original = warnings.formatwarning

@@ -45,6 +45,24 @@ DESCRIPTIONS = {
 }
 
 
+def direction(metric: str) -> str:
+    """Which way is better for a metric named like evaluate's results (``fd_domain`` -> ``lower``); "" if unknown."""
+    prefix = next((p for p in sorted(DESCRIPTIONS, key=len, reverse=True) if metric.startswith(p)), None)
+    return DESCRIPTIONS[prefix][1] if prefix else ""
+
+
+def badness(metric: str, value: float, floor: float) -> float:
+    """How far ``value`` is from good in the metric's own units, larger = worse: the value itself
+    (lower is better), its negative (higher), or its distance to 1, 0.5 or the real-vs-real ``floor``."""
+    way = direction(metric)
+    targets = {"~1": 1.0, "-> 0.5": 0.5, "~floor": floor}
+    if way in targets:
+        return abs(value - targets[way])
+    if way in ("lower", "higher"):
+        return value if way == "lower" else -value
+    raise ValueError(f"no direction known for metric {metric!r}; add it to DESCRIPTIONS")
+
+
 def build_extractor(name: str, train: ImageSet, test: ImageSet, device="cpu", inception_weights=None, domain_steps: int | None = None):
     if name == "domain":
         return DomainExtractor(train, test, steps=domain_steps, device=device)
@@ -60,6 +78,61 @@ def _feature_metrics(features, logits, test_features, k: int = 5) -> dict:
     if logits is not None:
         out["is"] = inception_score(logits)[0]
     return out
+
+
+def build_extractors(names, train: ImageSet, test: ImageSet, device="cpu", inception_weights=None, domain_steps: int | None = None):
+    """({name: extractor} of those available here, {name: info}); an unavailable one is a warning, not an error."""
+    extractors, infos = {}, {}
+    for name in names:
+        try:
+            extractors[name] = build_extractor(name, train, test, device, inception_weights, domain_steps)
+        except Unavailable as e:
+            warnings.warn(f"{name} metrics unavailable: {e}", MedganWarning, stacklevel=3)
+            infos[name] = {"available": False, "reason": str(e)}
+            continue
+        infos[name] = {"available": True, **extractors[name].info}
+    return extractors, infos
+
+
+class Scorer:
+    """Every metric of a uint8 image batch against one real ``reference`` set (its features computed once).
+
+    ``train`` gives the real images C2ST compares with (a random half, ``real_a``; ``real_b`` is the other
+    half, for the C2ST floor) and the training images near-copies are searched among."""
+
+    def __init__(self, extractors: dict, reference: torch.Tensor, train: ImageSet, seed: int = 0, device="cpu", n_pixel: int = 1000):
+        self.extractors, self.reference, self.train = extractors, reference, train
+        self.seed, self.device, self.n_pixel = seed, device, n_pixel
+        self.reference_features = {name: extractor(reference)[0] for name, extractor in extractors.items()}
+        halves = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        self.real_a, self.real_b = train.uint8(halves[: len(train) // 2]), train.uint8(halves[len(train) // 2 :])
+
+    def features(self, images: torch.Tensor) -> dict:
+        """``{metric}_{extractor}``: FD, KID (and ``kid_std``), PRDC and IS on each extractor's features."""
+        out = {}
+        for name, extractor in self.extractors.items():
+            out.update({f"{key}_{name}": v for key, v in _feature_metrics(*extractor(images), self.reference_features[name]).items()})
+        return out
+
+    def c2st(self, images: torch.Tensor) -> dict:
+        return c2st(self.real_a, images, seed=self.seed, device=self.device)
+
+    def ssim_best(self, images: torch.Tensor) -> float:
+        return best_ssim_to_reference(images[: self.n_pixel], self.reference[:500])
+
+    def diversity(self, images: torch.Tensor) -> float:
+        return pairwise_ssim(images, seed=self.seed)
+
+    def copies(self, images: torch.Tensor) -> dict:
+        return memorisation(images, self.train.uint8(), self.reference)
+
+    def values(self, images: torch.Tensor) -> dict[str, float]:
+        """Every metric's value for ``images`` (no floors), as named in ``evaluate``'s result."""
+        out = {k: v for k, v in self.features(images).items() if not k.startswith("kid_std")}
+        out["c2st"] = self.c2st(images)["accuracy"]
+        out["ssim_best"], out["diversity_ssim"] = self.ssim_best(images), self.diversity(images)
+        out["near_copies"] = self.copies(images)["generated_fraction"]
+        return out
 
 
 def evaluate(
@@ -86,23 +159,16 @@ def evaluate(
         def put(name, value, floor_value):
             metrics[name] = {"value": value, "floor": floor_value}
 
+        built, infos = build_extractors(extractors, train, test, device, inception_weights, domain_steps)
         result = {"dataset": train.name, "shape": list(train.shape), "n_generated": len(generated),
-                  "n_test": len(real_test), "n_floor": len(floor), "extractors": {}, "metrics": metrics}
-        for name in extractors:
-            try:
-                extractor = build_extractor(name, train, test, device, inception_weights, domain_steps)
-            except Unavailable as e:
-                warnings.warn(f"{name} metrics unavailable: {e}", MedganWarning, stacklevel=2)
-                result["extractors"][name] = {"available": False, "reason": str(e)}
-                continue
-            result["extractors"][name] = {"available": True, **extractor.info}
-            test_features, _ = extractor(real_test)
-            gen = _feature_metrics(*extractor(generated), test_features)
-            ref = _feature_metrics(*extractor(floor), test_features)
-            for key in gen:
-                if key != "kid_std":
-                    put(f"{key}_{name}", gen[key], ref[key])
-            metrics[f"kid_{name}"]["value_std"] = gen["kid_std"]
+                  "n_test": len(real_test), "n_floor": len(floor), "extractors": infos, "metrics": metrics}
+        scorer = Scorer(built, real_test, train, seed, device, n_pixel)
+        gen, ref = scorer.features(generated), scorer.features(floor)
+        for key in gen:
+            if not key.startswith("kid_std"):
+                put(key, gen[key], ref[key])
+        for name in built:
+            metrics[f"kid_{name}"]["value_std"] = gen[f"kid_std_{name}"]
 
         try:  # optional extra: computed only where frd-score (and pyradiomics) are installed
             from medgan.evaluation.frd import frechet_radiomics_distance
@@ -113,16 +179,13 @@ def evaluate(
             result["frd"] = {"available": False, "reason": str(e)}
 
         # C2ST: real train images vs generated; floor: the same real images vs other, disjoint train images.
-        halves = torch.randperm(len(train), generator=rng)
-        real_a, real_b = train.uint8(halves[: len(train) // 2]), train.uint8(halves[len(train) // 2 :])
-        value, floor_c2st = c2st(real_a, generated, seed=seed, device=device), c2st(real_a, real_b, seed=seed, device=device)
+        value, floor_c2st = scorer.c2st(generated), scorer.c2st(scorer.real_b)
         put("c2st", value["accuracy"], floor_c2st["accuracy"])
         metrics["c2st"]["value_ci95"] = [value["ci95_low"], value["ci95_high"]]
 
-        reference = real_test[:500]
-        put("ssim_best", best_ssim_to_reference(generated[:n_pixel], reference), best_ssim_to_reference(floor[:n_pixel], reference))
-        put("diversity_ssim", pairwise_ssim(generated, seed=seed), pairwise_ssim(real_test, seed=seed))
-        copies = memorisation(generated, train.uint8(), real_test)
+        put("ssim_best", scorer.ssim_best(generated), scorer.ssim_best(floor))
+        put("diversity_ssim", scorer.diversity(generated), scorer.diversity(real_test))
+        copies = scorer.copies(generated)
         put("near_copies", copies["generated_fraction"], copies["test_fraction"])
         result["memorisation"] = copies
     result["seconds"] = time.time() - start
@@ -133,10 +196,9 @@ def format_table(result: dict) -> str:
     """The metrics as a plain-text table: metric, generated, real floor, which way is better."""
     rows = [("metric", "generated", "real floor", "better")]
     for name, m in result["metrics"].items():
-        prefix = next((p for p in sorted(DESCRIPTIONS, key=len, reverse=True) if name.startswith(p)), name)
         value = f"{m['value']:.4g}" + (f" ± {m['value_std']:.2g}" if "value_std" in m else "")
         value += f" [{m['value_ci95'][0]:.3f}, {m['value_ci95'][1]:.3f}]" if "value_ci95" in m else ""
-        rows.append((name, value, f"{m['floor']:.4g}", DESCRIPTIONS.get(prefix, ("", ""))[1]))
+        rows.append((name, value, f"{m['floor']:.4g}", direction(name)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

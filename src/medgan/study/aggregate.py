@@ -55,3 +55,21 @@ def separations(summary: dict, metric: str) -> list[tuple[str, str]]:
             if (lower and a_hi < b_lo) or (not lower and a_lo > b_hi):
                 pairs.append((a, b))
     return sorted(pairs)
+
+
+def ranking(summary: dict, metrics: list[str]) -> list[dict]:
+    """Variants ranked by their mean rank (1 = best) over ``metrics``, each metric scored by how far its
+    mean over seeds is from good (``evaluate.badness``: its value, or its distance to 1, 0.5 or the real floor)."""
+    from medgan.evaluation.evaluate import badness
+
+    floor = summary.get("real floor", {})
+    variants = [v for v in summary if v != "real floor"]
+    ranks: dict[str, dict[str, int]] = {v: {} for v in variants}
+    for metric in metrics:
+        reference = floor.get(metric, {}).get("mean", math.nan)
+        scored = [(badness(metric, summary[v][metric]["mean"], reference), v) for v in variants if metric in summary[v]]
+        scored = [(b, v) for b, v in scored if not math.isnan(b)]
+        for place, (_, variant) in enumerate(sorted(scored), start=1):
+            ranks[variant][metric] = place
+    rows = [{"variant": v, "mean_rank": sum(r.values()) / len(r), "ranks": r} for v, r in ranks.items() if r]
+    return sorted(rows, key=lambda row: row["mean_rank"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from medgan import MedganError, io
 from medgan.config import TrainConfig
-from medgan.study.aggregate import LOWER_IS_BETTER, aggregate, separations
+from medgan.study.aggregate import LOWER_IS_BETTER, aggregate, ranking, separations
 
 PRESETS: dict[str, dict] = {
     # The README's main job: the built-in dataset, all four seed losses, a few epochs, < 5 min on 2 CPU cores.
@@ -33,6 +33,7 @@ PRESETS: dict[str, dict] = {
                        "seeds": 3, "train": {"epochs": 50, "batch_size": 64, "lr": 2e-4, "channels": 1}},
 }
 HEADLINE = "fd_domain"
+VALIDATION = Path("validation") / "validation.json"  # inside the study folder: see load_validation
 
 
 @dataclass
@@ -149,7 +150,10 @@ def compare(study: Study, backend: str = "local", ray_address: str | None = None
     summary = aggregate(records)
     results = {"study": study.__dict__, "runs": records, "summary": summary,
                "separated": {m: separations(summary, m) for m in LOWER_IS_BETTER if any(m in s for s in summary.values())},
-               "wall_time_s": time.time() - start}
+               "validation": load_validation(study), "wall_time_s": time.time() - start}
+    if results["validation"]:
+        passed = [m for m, ok in results["validation"]["passed"].items() if ok]
+        results["ranking"] = ranking(summary, passed)
     io.write_json(out / "results.json", results)
     io.write_text(out / "results.csv", to_csv(summary))
     io.write_text(out / "report.md", to_markdown(results))
@@ -157,6 +161,27 @@ def compare(study: Study, backend: str = "local", ray_address: str | None = None
 
     write_report(results, out / "report.html")
     return results
+
+
+def load_validation(study: Study) -> dict | None:
+    """The metric validation in ``OUT/validation/`` (written by ``medgan validate-metrics --out OUT/validation``)
+    when it is for the study's dataset and image size: its path and which metrics passed."""
+    path = Path(study.out) / VALIDATION
+    if not path.exists():
+        return None
+    validation = json.loads(path.read_text())
+    size = study.train.get("size") or 28
+    if (validation["dataset"], validation["size"]) != (study.dataset, size):
+        return {"path": str(VALIDATION.with_suffix(".md")), "passed": {}, "mismatch":
+                f"it is for {validation['dataset']} at {validation['size']} px, the study {study.dataset} at {size} px"}
+    return {"path": str(VALIDATION.with_suffix(".md")), "passed": {m: row["passed"] for m, row in validation["metrics"].items()},
+            "not_validated": validation.get("not_validated", {})}
+
+
+def _metric_name(metric: str, validation: dict | None) -> str:
+    if validation and validation["passed"].get(metric) is False:
+        return f"{metric} (not sensitive on this dataset)"
+    return metric
 
 
 def to_csv(summary: dict) -> str:
@@ -188,13 +213,15 @@ def to_markdown(results: dict) -> str:
              f"shared settings {json.dumps(study['train'])}.", "",
              "Values: mean ± half-width of the 95% t-interval over seeds (finished runs only). "
              "`real floor`: real train images scored like a generator against the real test split.", ""]
-    lines += ["| variant | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    validation = results.get("validation")
+    lines += ["| variant | " + " | ".join(_metric_name(m, validation) for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for variant, s in summary.items():
         lines.append(f"| {variant} | " + " | ".join(_cell(s.get(m)) for m in metrics) + " |")
     lines += ["", "## Which differences are real", ""]
     for metric, pairs in results["separated"].items():
         text = "; ".join(f"{a} better than {b}" for a, b in pairs) or "no two variants separated (95% intervals overlap)"
-        lines.append(f"- {metric}: {text}")
+        lines.append(f"- {_metric_name(metric, validation)}: {text}")
+    lines += ["", "## Metric validation", ""] + _validation_lines(results)
     failed = [r for r in runs if r["status"] != "finished"]
     lines += ["", "## Runs", "", "| run | status | wall time (s) | error |", "|---|---|---|---|"]
     for r in runs:
@@ -203,6 +230,32 @@ def to_markdown(results: dict) -> str:
     if failed:
         lines += ["", f"{len(failed)} run(s) did not finish; they are left out of the table above."]
     return "\n".join(lines) + "\n"
+
+
+def _validation_lines(results: dict) -> list[str]:
+    """Which metrics the validation passed, and the variants ranked by those metrics."""
+    validation, study = results.get("validation"), results["study"]
+    command = (f"`medgan validate-metrics --dataset {study['dataset']} --size {study['train'].get('size') or 28} "
+               f"--out {study['out']}/validation`")
+    if not validation or validation.get("mismatch"):
+        why = f"The validation in {validation['path']} does not apply: {validation['mismatch']}. " if validation else "No metric validation for this dataset. "
+        return [why + f"Run {command}, then re-run this compare, to mark the metrics that do not notice disturbed "
+                "real images here and to rank the variants by the ones that do."]
+    passed = [m for m, ok in validation["passed"].items() if ok]
+    failed = [m for m, ok in validation["passed"].items() if not ok]
+    lines = [f"From {validation['path']} (disturbed real images; see that file for the rule).", "",
+             f"- passed: {', '.join(passed) or 'none'}", f"- not sensitive on this dataset: {', '.join(failed) or 'none'}"]
+    lines += [f"- not validated: {m} ({why})" for m, why in validation.get("not_validated", {}).items()]
+    lines += ["", "## Ranking by the metrics that passed validation", ""]
+    if not results.get("ranking"):
+        return lines + ["No metric passed the validation on this dataset (or none of them is in the results): no ranking."]
+    used = sorted({m for row in results["ranking"] for m in row["ranks"]})
+    lines += ["Rank 1 = best per metric (closest to good: lowest, highest, or nearest 1 / 0.5 / the real floor); "
+              "mean rank over the metrics.", "",
+              "| variant | mean rank | " + " | ".join(used) + " |", "|---" * (len(used) + 2) + "|"]
+    for row in results["ranking"]:
+        lines.append(f"| {row['variant']} | {row['mean_rank']:.2f} | " + " | ".join(str(row["ranks"].get(m, "")) for m in used) + " |")
+    return lines
 
 
 def load_study_file(path: str | Path) -> dict:

@@ -79,6 +79,11 @@ def write_report(results: dict, path: Path) -> None:
              "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid img{width:260px}</style></head><body>"]
     parts.append(f"<h1>medgan study: {html.escape(results['study']['dataset'])}</h1>")
     parts.append("<h2>Results</h2>" + _markdown_tables(to_markdown(results)))
+    validation = results.get("validation")
+    if validation and not validation.get("mismatch"):
+        link = html.escape(validation["path"])
+        parts.append(f"<h2>Metric validation</h2><p>Table: <a href='{link}'>{link}</a></p>"
+                     + _file_img(Path(path).parent / Path(validation["path"]).with_suffix(".png"), "metric validation"))
     if finished:
         parts.append("<h2>Losses per epoch (mean over seeds, band: min-max)</h2>" + _img(_curve_figure(finished, "epoch", CURVES, "D and G loss"), "loss curves"))
         metric_keys = tuple(k for k in ("fd_domain", "recall_domain") if any(k in r["metrics"] for r in finished))
