@@ -205,35 +205,3 @@ def test_resume_with_ema_and_augment_gives_the_same_run(tmp_path):
     assert torch.equal(weights(full), weights(resumed))
     assert all(torch.equal(a, b) for a, b in zip(full.ema.module.state_dict().values(), resumed.ema.module.state_dict().values()))
 
-
-def labelled_squares(n=192, size=28, seed=0):
-    """Two classes told apart by position: class 0 has its bright square top-left, class 1 bottom-right."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 2
-    images = torch.full((n, 1, size, size), 20, dtype=torch.uint8)
-    for i, (dy, dx) in enumerate(torch.randint(0, 4, (n, 2), generator=g).tolist()):
-        y, x = (2 + dy, 2 + dx) if labels[i] == 0 else (size - 12 + dy, size - 12 + dx)
-        images[i, :, y : y + 8, x : x + 8] = 230
-    return ImageSet(images, labels.view(-1, 1), "squares", "train")
-
-
-@pytest.mark.parametrize("loss", ["hinge", "wgan-gp"])
-def test_conditional_training_runs_and_grid_has_a_row_per_class(tmp_path, loss):
-    trainer = run(tmp_path, data=labelled_squares(), conditional=True, loss=loss, model="dcgan", epochs=1)
-    assert (trainer.cfg.n_classes, trainer.cfg.multi_label) == (2, False)
-    assert trainer.sample_grid().shape[1] == 2 + 2 * (28 + 2)  # two rows of 28 px images with 2 px padding
-    assert "conditional = true" in (trainer.out / "config.toml").read_text()
-
-
-def test_conditional_needs_two_classes(tmp_path):
-    with pytest.raises(MedganError, match="at least 2 classes"):
-        run(tmp_path, conditional=True)
-
-
-def test_multi_label_conditional(tmp_path):
-    data = labelled_squares()
-    findings = torch.stack([data.labels[:, 0], 1 - data.labels[:, 0], torch.arange(len(data)) % 3 == 0], 1).long()
-    data = ImageSet(data.images, findings, "findings", "train", multi_label=True)
-    trainer = run(tmp_path, data=data, conditional=True, model="mlp", epochs=1)
-    assert (trainer.cfg.n_classes, trainer.cfg.multi_label) == (3, True)
-    assert len(trainer.fixed_labels) == 4 * 8 and trainer.fixed_labels[-1].sum() == 0  # 3 findings + "none"

@@ -29,6 +29,7 @@ TRAIN_FLAGS = {
     "--spectral-norm": (bool, "spectral normalisation on every layer of D (default off)"),
     "--r1": (float, "R1 penalty weight gamma on D's gradient at real images (default 0 = off)"),
     "--augment": (str, "DiffAugment policy for D's inputs: comma-separated translation,cutout,color (default off)"),
+    "--conditional": (bool, "class-conditional G and D on the dataset's labels (one sample-grid row per class)"),
     "--ema": (float, "decay of the generator weight average used for samples and evaluation, e.g. 0.999 (default 0 = off)"),
     "--seed": (int, "random seed (default 0)"),
     "--device": (str, "auto, cpu, cuda or cuda:N (default auto)"),
@@ -37,6 +38,9 @@ TRAIN_FLAGS = {
     "--eval-every": (int, "evaluate with the domain extractor every K epochs and at the end (default 5; 0 = never)"),
     "--eval-samples": (int, "generated images per evaluation during training (default 2000)"),
 }
+
+# Settings a study shares across all its runs (model and loss are what a study varies).
+COMPARE_TRAIN_FLAGS = tuple(f for f in TRAIN_FLAGS if f not in ("--dataset", "--model", "--loss", "--seed", "--out", "--log-every"))
 
 
 def _key(flag: str) -> str:
@@ -69,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("-n", type=int, default=1000, help="number of images (default 1000)")
     sample.add_argument("--out", required=True, help="FILE.npz (MedMNIST layout) or a folder for PNG files")
     sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    sample.add_argument("--labels", default="balanced", choices=["balanced", "as-train"],
+                        help="conditional runs: classes in turn (balanced, default) or label rows drawn from the train split")
+    sample.add_argument("--with-real-splits", action="store_true",
+                        help=".npz: also copy the real val and test splits, so medgan and MedMNIST tools load the file as a dataset")
     sample.add_argument("--device", default="auto")
 
     cmp = sub.add_parser("compare", help="train many variants x seeds under identical settings and aggregate",
@@ -82,8 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="study directory (default study)")
     cmp.add_argument("--backend", default="local", choices=["local", "ray"], help="local: runs in sequence (default); ray: one Ray task per run")
     cmp.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray instance)")
-    _add_train_flags(cmp, ("--data-root", "--size", "--channels", "--epochs", "--batch-size", "--lr", "--lr-d", "--n-critic", "--width",
-                           "--spectral-norm", "--r1", "--augment", "--ema", "--eval-every", "--eval-samples", "--device"))
+    _add_train_flags(cmp, COMPARE_TRAIN_FLAGS)
 
     ev = sub.add_parser("evaluate", help="metrics of generated images against the real data, with real-vs-real floors")
     ev.add_argument("source", help="a run directory, a MedMNIST-format FILE.npz (train_images) or a folder of images")
@@ -145,17 +152,25 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from medgan.sample import generate, load_generator, write_images
+    from medgan.data import load_dataset
+    from medgan.sample import generate_for_run, write_images
 
     if args.n < 1:
         raise MedganError(f"-n must be >= 1, got {args.n}")
-    images = generate(load_generator(args.run_dir, args.device), args.n, args.seed)
-    print(f"wrote {len(images)} images to {write_images(images, args.out)}")
+    images, labels, cfg = generate_for_run(args.run_dir, args.n, args.seed, args.labels, args.device)
+    real = {}
+    if args.with_real_splits:
+        if not args.out.endswith(".npz"):
+            raise MedganError("--with-real-splits needs an --out FILE.npz")
+        real = {split: load_dataset(cfg.dataset, split, cfg.size, cfg.channels, cfg.data_root or None) for split in ("val", "test")}
+    out = write_images(images, args.out, labels, real)
+    print(f"wrote {len(images)} images" + (f" with {args.labels} labels" if labels is not None else "") + f" to {out}")
     return 0
 
 
 def _read_images(source: Path, size: int):
-    """uint8 (N, C, H, W) from a MedMNIST-format .npz (train_images) or a folder of image files."""
+    """(uint8 (N, C, H, W), labels or None) from a MedMNIST-format .npz (train_images, train_labels) or a
+    folder of image files."""
     import numpy as np
     import torch
 
@@ -163,23 +178,23 @@ def _read_images(source: Path, size: int):
         try:
             with np.load(source, allow_pickle=False) as z:
                 array = z["train_images"]
+                labels = torch.from_numpy(z["train_labels"].astype(np.int64)).view(len(array), -1) if "train_labels" in z else None
         except (OSError, ValueError, KeyError, EOFError) as e:
             raise MedganError(f"{source} is not a MedMNIST-format .npz with train_images ({type(e).__name__}: {e})") from None
         if array.dtype != np.uint8 or array.ndim not in (3, 4):
             raise MedganError(f"{source}: train_images must be uint8 (N, H, W) or (N, H, W, 3), got {array.dtype} {array.shape}")
         images = torch.from_numpy(array)
-        return images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()
+        return (images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()), labels
     from medgan.data.folder import load_folder
 
-    return load_folder(str(source), "all", size).images
+    return load_folder(str(source), "all", size).images, None
 
 
 def cmd_compare(args) -> int:
     from medgan.study.compare import compare, load_study_file, study_from_args
 
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None
-    train = {_key(f): getattr(args, _key(f)) for f in ("--data-root", "--size", "--channels", "--epochs", "--batch-size",
-             "--lr", "--n-critic", "--width", "--eval-every", "--eval-samples", "--device") if getattr(args, _key(f)) is not None}
+    train = {_key(f): getattr(args, _key(f)) for f in COMPARE_TRAIN_FLAGS if getattr(args, _key(f)) is not None}
     file = load_study_file(args.config) if args.config else None
     study = study_from_args(args.preset, file, dataset=args.dataset, models=split(args.models), losses=split(args.losses),
                             seeds=args.seeds, out=args.out, train=train)
@@ -211,19 +226,21 @@ def cmd_evaluate(args) -> int:
     train = load_dataset(dataset, "train", size, channels, root)
     test = load_dataset(dataset, "test", size, train.channels, root)
     if run_cfg:
-        from medgan.sample import generate, load_generator
+        from medgan.sample import generate_for_run
 
-        images = generate(load_generator(source, str(device)), args.n, args.seed)
+        images, labels, _ = generate_for_run(source, args.n, args.seed, "as-train", str(device))
         out = Path(args.out or source / "metrics.json")
     elif source.exists():
-        images = _read_images(source, size)
+        images, labels = _read_images(source, size)
         out = Path(args.out or (source.with_suffix(".metrics.json") if source.is_file() else source / "metrics.json"))
     else:
         raise MedganError(f"{source} does not exist (give a run directory, a .npz file or a folder of images)")
     images = convert_channels(images, train.channels).contiguous()
     if tuple(images.shape[1:]) != train.shape:
         raise MedganError(f"generated images are {tuple(images.shape[1:])} but {dataset} at --size {size} is {train.shape}")
-    result = evaluate(images, train, test, extractors, device, args.inception_weights, seed=args.seed)
+    if labels is not None and (labels.shape != (len(images), train.labels.shape[1]) or not labels.any()):
+        labels = None  # an unconditional run's export: all-zero labels say nothing; TSTR needs real labels
+    result = evaluate(images, train, test, extractors, device, args.inception_weights, seed=args.seed, labels=labels)
     result["source"] = str(source)
     from medgan.runlog import versions
 

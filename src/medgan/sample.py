@@ -1,4 +1,8 @@
-"""Generate images from a trained run and write them as a MedMNIST-format ``.npz`` or PNG files."""
+"""Generate images from a trained run and write them as a MedMNIST-format ``.npz`` or PNG files.
+
+Conditional runs generate labelled images: ``balanced`` labels (classes in turn; multi-label: one
+finding each, in turn) or ``as-train`` labels (label rows drawn from the real train split).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,16 @@ import numpy as np
 import torch
 
 from medgan import MedganError, io
-from medgan.config import load_toml
-from medgan.data import to_uint8
+from medgan.config import TrainConfig, load_toml
+from medgan.data import ImageSet, load_dataset, to_uint8
+from medgan.models.conditional import label_vectors
 from medgan.train import CHECKPOINT, nets_for, resolve_device
 
+LABEL_MODES = ("balanced", "as-train")
 
-def load_generator(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
-    """The run's generator (EMA weights when the checkpoint has them), in eval mode."""
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, TrainConfig]:
+    """The run's generator (EMA weights when the checkpoint has them), in eval mode, and its config."""
     run_dir = Path(run_dir)
     ckpt, cfg_path = run_dir / CHECKPOINT, run_dir / "config.toml"
     if not ckpt.exists() or not cfg_path.exists():
@@ -23,29 +30,68 @@ def load_generator(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
     generator, _ = nets_for(cfg)
     state = io.load_torch(ckpt)
     generator.load_state_dict(state.get("generator_ema", state["generator"]))
-    return generator.to(resolve_device(device)).eval()
+    return generator.to(resolve_device(device)).eval(), cfg
+
+
+def load_generator(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
+    return load_run(run_dir, device)[0]
+
+
+def sample_labels(mode: str, n: int, train: ImageSet, seed: int = 0) -> torch.Tensor:
+    """``n`` MedMNIST-style label rows (n, 1) class indices or (n, L) findings, for ``mode``."""
+    if mode not in LABEL_MODES:
+        raise MedganError(f"--labels must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
+    if mode == "as-train":
+        return train.labels[torch.randint(0, len(train), (n,), generator=torch.Generator().manual_seed(seed))]
+    if train.multi_label:
+        return torch.eye(train.labels.shape[1], dtype=train.labels.dtype)[torch.arange(n) % train.labels.shape[1]]
+    return (torch.arange(n) % (int(train.labels.max()) + 1)).view(-1, 1).to(train.labels.dtype)
 
 
 @torch.no_grad()
-def generate(generator: torch.nn.Module, n: int, seed: int = 0, batch_size: int = 500) -> torch.Tensor:
-    """``n`` images as uint8 (n, C, H, W) on the CPU, deterministic for a given seed."""
+def generate(generator: torch.nn.Module, n: int, seed: int = 0, batch_size: int = 500, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """``n`` images as uint8 (n, C, H, W) on the CPU, deterministic for a given seed.
+
+    A conditional generator needs ``labels``: float label vectors (n, n_classes)."""
     device = next(generator.parameters()).device
+    conditional = getattr(generator, "n_classes", 0)
+    if conditional and (labels is None or len(labels) != n):
+        raise MedganError("a conditional generator needs one label vector per image")
     rng = torch.Generator().manual_seed(seed)
     chunks = []
     for start in range(0, n, batch_size):
         z = torch.randn(min(batch_size, n - start), generator.latent_dim, generator=rng).to(device)
-        chunks.append(to_uint8(generator(z)).cpu())
+        condition = (labels[start : start + len(z)].to(device),) if conditional else ()
+        chunks.append(to_uint8(generator(z, *condition)).cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.uint8)
 
 
-def write_images(images: torch.Tensor, out: str | Path) -> Path:
-    """uint8 (N, C, H, W) -> ``FILE.npz`` (MedMNIST layout: train_images, train_labels) or ``DIR/*.png``."""
-    out = Path(out)
+def generate_for_run(run_dir: str | Path, n: int, seed: int = 0, labels: str = "balanced", device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None, TrainConfig]:
+    """(images, MedMNIST label rows or None, config) from a run; labels only for conditional runs."""
+    generator, cfg = load_run(run_dir, device)
+    if not cfg.conditional:
+        return generate(generator, n, seed), None, cfg
+    train = load_dataset(cfg.dataset, "train", cfg.size, cfg.channels, cfg.data_root or None)
+    rows = sample_labels(labels, n, train, seed)
+    return generate(generator, n, seed, labels=label_vectors(rows, cfg.n_classes, cfg.multi_label)), rows, cfg
+
+
+def _hwc(images: torch.Tensor) -> np.ndarray:
     array = images.permute(0, 2, 3, 1).numpy()
-    array = array[..., 0] if array.shape[-1] == 1 else array
+    return array[..., 0] if array.shape[-1] == 1 else array
+
+
+def write_images(images: torch.Tensor, out: str | Path, labels: torch.Tensor | None = None, real_splits: dict[str, ImageSet] | None = None) -> Path:
+    """uint8 (N, C, H, W) -> ``FILE.npz`` (MedMNIST layout: train_images, train_labels, plus copies of
+    ``real_splits``, e.g. {"val": ..., "test": ...}) or ``DIR/*.png``."""
+    out = Path(out)
+    array = _hwc(images)
     if out.suffix == ".npz":
-        labels = np.zeros((len(array), 1), dtype=np.uint8)
-        io.save_npz(out, train_images=array, train_labels=labels)
+        labels = torch.zeros(len(array), 1, dtype=torch.uint8) if labels is None else labels
+        arrays = {"train_images": array, "train_labels": labels.numpy().astype(np.uint8)}
+        for split, data in (real_splits or {}).items():
+            arrays[f"{split}_images"], arrays[f"{split}_labels"] = _hwc(data.uint8()), data.labels.numpy().astype(np.uint8)
+        io.save_npz(out, **arrays)
         return out
     from PIL import Image
 

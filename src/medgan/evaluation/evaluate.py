@@ -16,6 +16,7 @@ from medgan import MedganWarning
 from medgan.data import ImageSet
 from medgan.evaluation.c2st import c2st
 from medgan.evaluation.domain import DomainExtractor
+from medgan.evaluation.tstr import tstr
 from medgan.evaluation.inception import InceptionExtractor, Unavailable
 from medgan.metrics import (
     best_ssim_to_reference,
@@ -42,6 +43,7 @@ DESCRIPTIONS = {
     "diversity_ssim": ("mean SSIM of random pairs (high = mode collapse)", "~floor"),
     "near_copies": ("fraction of near-copies of training images", "lower"),
     "c2st": ("classifier two-sample test accuracy (0.5 = indistinguishable)", "-> 0.5"),
+    "tstr": ("train-on-synthetic, test-on-real classifier AUC/ACC (floor: trained on as many real images)", "higher"),
 }
 
 
@@ -145,8 +147,11 @@ def evaluate(
     domain_steps: int | None = None,
     n_pixel: int = 1000,
     seed: int = 0,
+    labels: torch.Tensor | None = None,
 ) -> dict:
-    """All metrics for uint8 ``generated`` (N, C, H, W) against the real ``test`` split, with floors."""
+    """All metrics for uint8 ``generated`` (N, C, H, W) against the real ``test`` split, with floors.
+
+    With MedMNIST label rows ``labels`` for the generated images, also TSTR (floor: TRTR)."""
     start = time.time()
     if tuple(generated.shape[1:]) != train.shape:
         raise ValueError(f"generated images have shape {tuple(generated.shape[1:])}, the dataset {train.shape}")
@@ -188,6 +193,10 @@ def evaluate(
         copies = scorer.copies(generated)
         put("near_copies", copies["generated_fraction"], copies["test_fraction"])
         result["memorisation"] = copies
+        if labels is not None:
+            result["tstr"] = tstr(generated, labels, train, test, domain_steps, seed, device)
+            for metric in ("auc", "acc"):
+                put(f"tstr_{metric}", result["tstr"][f"tstr_{metric}"], result["tstr"][f"trtr_{metric}"])
     result["seconds"] = time.time() - start
     return result
 
@@ -239,15 +248,21 @@ class EvaluateDuringTraining:
         if trainer.epoch % cfg.eval_every and trainer.epoch != cfg.epochs:
             return
         from medgan.data import load_dataset
-        from medgan.sample import generate
+        from medgan.models.conditional import label_vectors
+        from medgan.sample import generate, sample_labels
 
         if self.test is None:
             self.test = load_dataset(cfg.dataset, "test", cfg.size, cfg.channels, cfg.data_root or None)
+        n = min(cfg.eval_samples, 10 * len(trainer.data))
+        # Conditional runs: labels as in the train split; TSTR (two classifier trainings) at the last epoch only.
+        labels = sample_labels("as-train", n, trainer.data, cfg.seed) if cfg.conditional else None
         generator = trainer.sampling_generator
         training = generator.training
-        images = generate(generator.eval(), min(cfg.eval_samples, 10 * len(trainer.data)), seed=cfg.seed)
+        vectors = label_vectors(labels, cfg.n_classes, cfg.multi_label) if cfg.conditional else None
+        images = generate(generator.eval(), n, seed=cfg.seed, labels=vectors)
         generator.train(training)
-        result = evaluate(images, trainer.data, self.test, ("domain",), trainer.device, domain_steps=self.domain_steps, n_pixel=200)
+        result = evaluate(images, trainer.data, self.test, ("domain",), trainer.device, domain_steps=self.domain_steps, n_pixel=200,
+                          labels=labels if trainer.epoch == cfg.epochs else None)
         record = {"kind": "eval", "step": trainer.step, "epoch": trainer.epoch}
         for name, m in result["metrics"].items():
             record[name], record[f"{name}_floor"] = m["value"], m["floor"]
