@@ -21,6 +21,7 @@ import tomli_w
 
 from medgan import MedganError
 from medgan.augment import parse_policy
+from medgan.progressive import StageSchedule
 
 
 @dataclass
@@ -44,6 +45,8 @@ class TrainConfig:
     r1: float = 0.0  # R1 penalty weight gamma on D's gradient at real images; 0 = off
     augment: str = ""  # DiffAugment policy for D's inputs, e.g. "translation,cutout" (also: color); "" = off
     ema: float = 0.0  # decay of the generator's weight average used for samples and evaluation; 0 = off
+    stages: str = ""  # model progressive: "32:10,64" = 10 epochs at 32 px, then 64 px for the remaining epochs
+    fade_epochs: float = 1.0  # model progressive: epochs over which each new resolution fades in
     seed: int = 0
     device: str = "auto"  # auto = CUDA when present, else CPU
     out: str = ""  # "" = runs/<dataset>-<model>-<loss>-s<seed>
@@ -109,6 +112,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         parse_policy(cfg.augment)
     except ValueError as e:
         raise MedganError(f"augment: {e}") from None
+    if cfg.model == "progressive" or cfg.stages:
+        StageSchedule.from_config(cfg)  # raises MedganError saying what is wrong with the schedule
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
         raise MedganError(f"beta1 and beta2 must be in [0, 1), got {cfg.beta1}, {cfg.beta2}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):

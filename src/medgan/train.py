@@ -23,6 +23,7 @@ from medgan.data import ImageSet, load_dataset
 from medgan.ema import EMA
 from medgan.losses import build_loss
 from medgan.models import build_models
+from medgan.progressive import Progression
 from medgan.runlog import RunLog
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -87,10 +88,13 @@ class Trainer:
         self.step_hooks: list = []  # callables(trainer) run after every step (tests, extensions)
         self.epoch_hooks: list = []  # callables(trainer, log) run after every epoch (evaluation)
         self.stop_requested = False
+        # Progressive training swaps self.data per stage and sets the fade-in before each step.
+        self.progression = Progression(cfg, self.data, given=data is not None) if cfg.model == "progressive" else None
         if cfg.eval_every:
             from medgan.evaluation.evaluate import EvaluateDuringTraining
 
-            self.epoch_hooks.append(EvaluateDuringTraining(eval_data))
+            evaluation = EvaluateDuringTraining(eval_data)
+            self.epoch_hooks.append(self.progression.at_full_size(evaluation) if self.progression else evaluation)
 
     @property
     def sampling_generator(self) -> torch.nn.Module:
@@ -200,16 +204,20 @@ class Trainer:
         return self.out
 
     def _loop(self, log: RunLog) -> None:
-        cfg, data = self.cfg, self.data
-        n_batches = self.batches_per_epoch()
-        bar = self._progress_bar(n_batches)
+        cfg = self.cfg
+        bar = self._progress_bar(self.batches_per_epoch())
         pending: list[dict] = []
         t_interval = time.perf_counter()
         while self.epoch < cfg.epochs:
+            if self.progression:
+                self.progression.start_epoch(self)
+            data, n_batches = self.data, self.batches_per_epoch()
             self.shuffle.set_state(self.epoch_shuffle_state)
             order = torch.randperm(len(data), generator=self.shuffle)[: n_batches * cfg.batch_size].view(n_batches, -1)
             epoch_records: list[dict] = []
             while self.batch_index < n_batches:
+                if self.progression:
+                    self.progression.before_step(self)
                 real = data.batch(order[self.batch_index], self.device)
                 record = self.train_step(real, generator_step=(self.step + 1) % cfg.n_critic == 0)
                 self.step += 1
