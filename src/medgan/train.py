@@ -232,14 +232,16 @@ class Trainer:
                     bar.update(len(pending))
                     bar.set_postfix(img_s=f"{cfg.batch_size / summary['step_time_s']:.0f}", d=f"{summary['d_loss']:.3f}", g=f"{summary.get('g_loss', float('nan')):.3f}", refresh=False)
                     pending, t_interval = [], t_now
-                if self.stop_requested:
+                if self.stop_requested and self.batch_index < n_batches:  # on an epoch's last step, finish the epoch
                     self.save()
                     bar.close()
                     return
             self.epoch += 1
             self.batch_index = 0
             self.epoch_shuffle_state = self.shuffle.get_state()
-            self._end_epoch(log, epoch_records)
+            self._end_epoch(log, epoch_records)  # writes the checkpoint
+            if self.stop_requested:
+                break
             t_interval = time.perf_counter()
         bar.close()
 
