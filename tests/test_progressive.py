@@ -140,7 +140,7 @@ def test_schedule_gives_stage_and_alpha_for_every_position():
     ({"epochs": 4}, "take 4 epochs before the last stage, so epochs must be more than that"),
     ({"fade_epochs": 2.5}, r"fade_epochs \(2.5\) is longer than the 32 px stage \(2 epochs\)"),
     ({"fade_epochs": -1.0}, "fade_epochs must be >= 0"),
-    ({"size": 30, "stages": "15:1,30"}, "model progressive: dcgan needs an image size"),
+    ({"size": 30, "stages": "15:1,30"}, "model progressive needs an image size of 4..7 px times a power of two"),
 ])
 def test_bad_schedules_say_what_to_change(changes, message):
     with pytest.raises(MedganError, match=message):

@@ -64,8 +64,8 @@ class StageSchedule:
 
         try:
             smallest = cfg.size // 2 ** num_stages(cfg.size)
-        except ValueError as e:
-            raise MedganError(f"model progressive: {e}") from None
+        except ValueError:
+            raise MedganError(f"model progressive needs an image size of 4..7 px times a power of two (28, 32, 64, 128, 224), got size = {cfg.size}") from None
         if sizes[0] < smallest:
             raise MedganError(f"the first stage ({sizes[0]} px) is below the nets' smallest resolution for size {cfg.size} ({smallest} px)")
         starts = [0]

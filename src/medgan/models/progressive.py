@@ -8,7 +8,8 @@ features of the downsampled image. The current resolution and alpha travel in th
 net is at the stage it was saved in; a new net starts at full size with alpha 1.
 
 Kept from ProGAN: nearest-neighbour upsampling, 2x2 average pooling, pixel norm in G, minibatch
-standard deviation in D, no batch norm. Left out: equalised learning rate. G ends in tanh like the other
+standard deviation in D, no batch norm, He-initialised weights (with PyTorch's default init the signal
+fades through the deep D and it scores real and fake alike). Left out: equalised learning rate. G ends in tanh like the other
 nets (tanh commutes with nearest upsampling, so alpha 0 is exactly the previous stage's image upsampled).
 """
 
@@ -32,6 +33,13 @@ def downsample(x: torch.Tensor) -> torch.Tensor:
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Scale each pixel's feature vector to unit mean square (ProGAN's normalisation in G)."""
     return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + eps)
+
+
+def init_he(module: nn.Module) -> None:
+    """He (Kaiming) normal weights for LeakyReLU(0.2), zero biases: activations keep their scale through depth."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.kaiming_normal_(module.weight, a=0.2)
+        nn.init.zeros_(module.bias)
 
 
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -77,6 +85,7 @@ class ProgressiveGenerator(Growing):
         self.project = nn.Sequential(nn.Linear(latent_dim, c0 * base * base), nn.Unflatten(1, (c0, base, base)), nn.LeakyReLU(0.2))
         self.blocks = nn.ModuleList([conv_block(c0, c0)] + [conv_block(a, b) for a, b in zip(self.channels, self.channels[1:])])
         self.to_rgb = nn.ModuleList([nn.Conv2d(c, channels, 1) for c in self.channels])
+        self.apply(init_he)
 
     def forward(self, z):
         h = self.project(pixel_norm(z.unsqueeze(-1).unsqueeze(-1)).flatten(1))
@@ -99,6 +108,7 @@ class ProgressiveDiscriminator(Growing):
         self.from_rgb = nn.ModuleList([nn.Sequential(nn.Conv2d(channels, c, 1), nn.LeakyReLU(0.2)) for c in self.channels])
         self.blocks = nn.ModuleList([conv_block(b, a) for a, b in zip(self.channels, self.channels[1:])])  # level i+1 -> i
         self.head = nn.Sequential(conv_block(c0 + 1, c0), nn.Flatten(), nn.Linear(c0 * base * base, 1))
+        self.apply(init_he)
 
     def forward(self, x):
         if x.shape[-1] != self.resolution:
