@@ -36,7 +36,7 @@ def test_num_stages():
     assert [num_stages(s) for s in (28, 32, 64, 128, 224)] == [2, 3, 4, 5, 5]
     with pytest.raises(ValueError):
         num_stages(30)
-    assert set(MODELS) == {"mlp", "mlp-bn", "dcgan", "resnet"}
+    assert set(MODELS) == {"mlp", "mlp-bn", "dcgan", "resnet", "progressive"}
 
 
 def test_seed_002_nets():

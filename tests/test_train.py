@@ -111,6 +111,16 @@ def test_sigint_mid_epoch_checkpoints_and_resumes_exactly(tmp_path):
     assert steps == sorted(set(steps)), "resumed run must not duplicate metric records"
 
 
+def test_sigint_on_the_last_step_of_an_epoch_finishes_the_epoch_and_resumes_exactly(tmp_path):
+    full = run(tmp_path, "full", epochs=2)
+    stopped = run(tmp_path, "stopped", epochs=2, hooks=[lambda t: t.step == 5 and os.kill(os.getpid(), signal.SIGINT)])
+    state = load_torch(stopped.out / "checkpoints" / "last.pt")
+    assert stopped.stop_requested and (state["epoch"], state["batch_index"], state["step"]) == (1, 0, 5)
+    assert (stopped.out / "samples" / "epoch_001.png").exists() and not (stopped.out / "samples" / "epoch_002.png").exists()
+    resumed = run(tmp_path, "stopped", epochs=2, resume=True)
+    assert torch.equal(weights(full), weights(resumed))
+
+
 def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
     def poison(trainer):
         if trainer.step == 7:  # epoch 2

@@ -21,6 +21,7 @@ import tomli_w
 
 from medgan import MedganError
 from medgan.augment import parse_policy
+from medgan.progressive import StageSchedule
 
 
 @dataclass
@@ -47,6 +48,8 @@ class TrainConfig:
     conditional: bool = False  # class-conditional G and D (projection), on the dataset's labels
     n_classes: int = 0  # set from the data when conditional: classes (or findings, multi-label)
     multi_label: bool = False  # set from the data when conditional: labels are 0/1 findings (ChestMNIST)
+    stages: str = ""  # model progressive: "32:10,64" = 10 epochs at 32 px, then 64 px for the remaining epochs
+    fade_epochs: float = 1.0  # model progressive: epochs over which each new resolution fades in
     seed: int = 0
     device: str = "auto"  # auto = CUDA when present, else CPU
     out: str = ""  # "" = runs/<dataset>-<model>-<loss>-s<seed>
@@ -114,6 +117,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         parse_policy(cfg.augment)
     except ValueError as e:
         raise MedganError(f"augment: {e}") from None
+    if cfg.model == "progressive" or cfg.stages:
+        StageSchedule.from_config(cfg)  # raises MedganError saying what is wrong with the schedule
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
         raise MedganError(f"beta1 and beta2 must be in [0, 1), got {cfg.beta1}, {cfg.beta2}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):

@@ -25,6 +25,7 @@ from medgan.ema import EMA
 from medgan.losses import build_loss
 from medgan.models import build_models
 from medgan.models.conditional import grid_labels, label_space, label_vectors
+from medgan.progressive import Progression
 from medgan.runlog import RunLog
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -96,10 +97,13 @@ class Trainer:
         self.step_hooks: list = []  # callables(trainer) run after every step (tests, extensions)
         self.epoch_hooks: list = []  # callables(trainer, log) run after every epoch (evaluation)
         self.stop_requested = False
+        # Progressive training swaps self.data per stage and sets the fade-in before each step.
+        self.progression = Progression(cfg, self.data, given=data is not None) if cfg.model == "progressive" else None
         if cfg.eval_every:
             from medgan.evaluation.evaluate import EvaluateDuringTraining
 
-            self.epoch_hooks.append(EvaluateDuringTraining(eval_data))
+            evaluation = EvaluateDuringTraining(eval_data)
+            self.epoch_hooks.append(self.progression.at_full_size(evaluation) if self.progression else evaluation)
 
     def _label_settings(self, cfg: TrainConfig) -> dict:
         if not cfg.conditional:
@@ -222,16 +226,20 @@ class Trainer:
         return self.out
 
     def _loop(self, log: RunLog) -> None:
-        cfg, data = self.cfg, self.data
-        n_batches = self.batches_per_epoch()
-        bar = self._progress_bar(n_batches)
+        cfg = self.cfg
+        bar = self._progress_bar(self.batches_per_epoch())
         pending: list[dict] = []
         t_interval = time.perf_counter()
         while self.epoch < cfg.epochs:
+            if self.progression:
+                self.progression.start_epoch(self)
+            data, n_batches = self.data, self.batches_per_epoch()
             self.shuffle.set_state(self.epoch_shuffle_state)
             order = torch.randperm(len(data), generator=self.shuffle)[: n_batches * cfg.batch_size].view(n_batches, -1)
             epoch_records: list[dict] = []
             while self.batch_index < n_batches:
+                if self.progression:
+                    self.progression.before_step(self)
                 index = order[self.batch_index]
                 real = data.batch(index, self.device)
                 labels = self.labels[index.to(self.device)] if self.labels is not None else None
@@ -248,15 +256,15 @@ class Trainer:
                     bar.update(len(pending))
                     bar.set_postfix(img_s=f"{cfg.batch_size / summary['step_time_s']:.0f}", d=f"{summary['d_loss']:.3f}", g=f"{summary.get('g_loss', float('nan')):.3f}", refresh=False)
                     pending, t_interval = [], t_now
-                if self.stop_requested:
+                if self.stop_requested and self.batch_index < n_batches:  # on an epoch's last step, finish the epoch
                     self.save()
                     bar.close()
                     return
             self.epoch += 1
             self.batch_index = 0
             self.epoch_shuffle_state = self.shuffle.get_state()
-            self._end_epoch(log, epoch_records)
-            if self.stop_requested:  # asked for during the epoch's hooks (e.g. a time budget)
+            self._end_epoch(log, epoch_records)  # writes the checkpoint
+            if self.stop_requested:  # a signal on the epoch's last step, or an epoch hook (e.g. a time budget)
                 break
             t_interval = time.perf_counter()
         bar.close()

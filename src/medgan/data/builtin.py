@@ -11,9 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from medgan.data.imageset import ImageSet, convert_channels
+from medgan.data.imageset import ImageSet, convert_channels, resize
 
 SOURCE_PATCH = 64  # pixels of the source image per patch, resized to the requested size
 BANDS = {"train": (0, 352), "val": (352, 432), "test": (432, 512)}
@@ -50,14 +49,7 @@ def _patches(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return patches, labels
 
 
-def _resize(patches: torch.Tensor, size: int) -> torch.Tensor:
-    if size == SOURCE_PATCH:
-        return patches
-    x = F.interpolate(patches.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.round_().clamp_(0, 255).to(torch.uint8)
-
-
 def load_builtin(split: str, size: int = 28, channels: int | None = None) -> ImageSet:
     patches, labels = _patches(split)
-    images = convert_channels(_resize(patches, size), channels or 3).contiguous()
+    images = convert_channels(resize(patches, size), channels or 3).contiguous()
     return ImageSet(images, labels, "builtin", split, label_names=LABEL_NAMES)

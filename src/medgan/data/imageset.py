@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 # ITU-R 601 luma weights, as PIL's convert("L") uses.
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
@@ -21,6 +22,14 @@ def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
         grey = (images.float() * _LUMA).sum(1, keepdim=True)
         return grey.round_().clamp_(0, 255).to(torch.uint8)
     raise ValueError(f"cannot convert {have} channels to {channels}")
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, C, size, size), bilinear with antialiasing (like PIL's resize)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    x = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Generator/discriminator pairs by name: ``mlp`` and ``mlp-bn`` (the seeds' nets), ``dcgan`` (convolutional),
-``resnet`` (SNGAN-style residual nets)."""
+``resnet`` (SNGAN-style residual nets), ``progressive`` (ProGAN-style nets that grow by 2x stages)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import nn
 from medgan.models.conditional import ConditionalGenerator, ProjectionDiscriminator
 from medgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from medgan.models.mlp import MLPDiscriminator, MLPGenerator
+from medgan.models.progressive import ProgressiveDiscriminator, ProgressiveGenerator
 from medgan.models.resnet import ResNetDiscriminator, ResNetGenerator
 
 MODELS: dict[str, tuple] = {
@@ -18,6 +19,7 @@ MODELS: dict[str, tuple] = {
     "mlp-bn": (partial(MLPGenerator, mlp_batch_norm=True), partial(MLPDiscriminator, leaky=True)),  # seed 002
     "dcgan": (DCGANGenerator, DCGANDiscriminator),
     "resnet": (ResNetGenerator, ResNetDiscriminator),
+    "progressive": (ProgressiveGenerator, ProgressiveDiscriminator),
 }
 
 
