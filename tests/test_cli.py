@@ -107,6 +107,6 @@ def test_best_preset_is_a_starting_point_that_flags_override(tmp_path):
     out = tmp_path / "best"
     assert main(["train", "--preset", "best", *FAST, "--width", "8", "--no-spectral-norm", "--out", str(out)]) == 0
     cfg = load_toml(out / "config.toml")
-    assert (cfg.model, cfg.width, cfg.spectral_norm, cfg.epochs) == ("resnet", 8, False, 1)
+    assert (cfg.model, cfg.width, cfg.spectral_norm, cfg.epochs) == ("dcgan", 8, False, 1)
     assert cfg.ema > 0 and cfg.augment
     assert main(["train", "--preset", "fastest", *FAST, "--out", str(tmp_path / "x")]) == 2
