@@ -25,9 +25,10 @@ def labelled_squares(n=192, size=28, seed=0):
     return ImageSet(images, labels.view(-1, 1), "squares", "train")
 
 
-@pytest.mark.parametrize("loss", ["hinge", "wgan-gp"])
-def test_conditional_training_runs_and_grid_has_a_row_per_class(tmp_path, loss):
-    trainer = run(tmp_path, data=labelled_squares(), conditional=True, loss=loss, model="dcgan", epochs=1)
+@pytest.mark.parametrize("loss,model,options", [("hinge", "dcgan", {}), ("wgan-gp", "dcgan", {}),
+                                                ("hinge", "resnet", {"spectral_norm": True}), ("lsgan", "mlp", {"augment": "cutout"})])
+def test_conditional_training_runs_and_grid_has_a_row_per_class(tmp_path, loss, model, options):
+    trainer = run(tmp_path, data=labelled_squares(), conditional=True, loss=loss, model=model, epochs=1, **options)
     assert (trainer.cfg.n_classes, trainer.cfg.multi_label) == (2, False)
     assert trainer.sample_grid().shape[1] == 2 + 2 * (28 + 2)  # two rows of 28 px images with 2 px padding
     assert "conditional = true" in (trainer.out / "config.toml").read_text()

@@ -75,5 +75,5 @@ class AugmentedDiscriminator(nn.Module):
         self.net, self.policy = discriminator, policy
         parse_policy(policy)
 
-    def forward(self, x):
-        return self.net(diff_augment(x, self.policy))
+    def forward(self, x, **condition):
+        return self.net(diff_augment(x, self.policy), **condition)
