@@ -108,3 +108,16 @@ def test_tstr_and_trtr_end_to_end_trtr_beats_chance():
     assert result["tstr_acc"] < 0.75 and result["acc_ratio"] < 0.85
     good = tstr(root_images.images, root_images.labels, root_images, test, steps=25)
     assert good["tstr_acc"] > 0.9 and good["acc_ratio"] > 0.9
+
+
+def test_conditional_study_reports_tstr(tmp_path, monkeypatch):
+    from medgan.study.compare import Study, compare
+
+    monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")
+    root = write_medmnist(tmp_path / "data", n=(96, 16, 48))
+    train = {"data_root": str(root), "epochs": 1, "batch_size": 32, "eval_samples": 64, "conditional": True, "width": 8}
+    study = Study(dataset="pneumoniamnist", models=["dcgan"], losses=["hinge"], seeds=1, train=train, out=str(tmp_path / "study"))
+    results = compare(study)
+    run_metrics = results["runs"][0]["metrics"]
+    assert {"tstr_auc", "tstr_auc_floor", "tstr_acc", "tstr_acc_floor"} <= set(run_metrics)
+    assert "tstr_auc" in (tmp_path / "study" / "report.md").read_text()

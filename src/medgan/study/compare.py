@@ -206,7 +206,7 @@ def to_markdown(results: dict) -> str:
     """report.md: the results table (mean ± 95% CI over seeds), separations, failed runs, wall times."""
     summary, runs = results["summary"], results["runs"]
     metrics = [m for m in ("c2st", "fd_domain", "kid_domain", "precision_domain", "recall_domain", "coverage_domain",
-                           "diversity_ssim", "near_copies") if any(m in s for s in summary.values())]
+                           "diversity_ssim", "near_copies", "tstr_auc", "tstr_acc") if any(m in s for s in summary.values())]
     study = results["study"]
     lines = [f"# Study: {study['dataset']}", "",
              f"Models {', '.join(study['models'])}; losses {', '.join(study['losses'])}; {study['seeds']} seeds; "
