@@ -4,7 +4,8 @@ Each run is an ordinary ``medgan train`` run (resumable: re-running the command 
 resumes interrupted ones) with a wall-time budget: training stops at its configured epochs or at the end of
 the first epoch that passes ``--minutes``, whichever comes first. The run is then evaluated once with the domain extractor on ``--samples`` images
 from the sampling generator (EMA weights when the recipe has them) against the real test split, beside
-each metric's real-vs-real floor. The table is printed and written to OUT/results.md and results.json.
+each metric's real-vs-real floor. The table (mean ± std over seeds; the floor's mean in brackets) is printed
+and written to OUT/results.md and results.json.
 
     python benchmarks/recipe_results.py --datasets pneumoniamnist breastmnist --seeds 0 1 2 --minutes 45
     python benchmarks/recipe_results.py --recipes best --datasets breastmnist --seeds 0 --minutes 10 --set width=32
@@ -80,16 +81,16 @@ def run_one(cfg: TrainConfig, minutes: float, samples: int) -> dict:
 def table(results: list[dict]) -> str:
     import statistics as st
 
-    head = "| dataset | recipe | runs | epochs | train min | " + " | ".join(f"{m} (floor)" for m in METRICS) + " |"
+    head = "| dataset | recipe | runs (seeds) | epochs | train min | " + " | ".join(f"{m} (floor)" for m in METRICS) + " |"
     lines = [head, "|" + "---|" * (5 + len(METRICS))]
     groups: dict[tuple, list] = {}
     for r in results:
         groups.setdefault((r["dataset"], r["recipe"]), []).append(r)
     for (dataset, name), rs in groups.items():
-        def cell(values):
-            return f"{st.mean(values):.3f} ± {st.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+        def cell(values, digits=3):
+            return f"{st.mean(values):.{digits}f} ± {st.stdev(values):.{digits}f}" if len(values) > 1 else f"{values[0]:.{digits}f}"
 
-        row = [dataset, name, str(len(rs)), cell([r["epochs"] for r in rs]), cell([r["train_minutes"] for r in rs])]
+        row = [dataset, name, str(len(rs)), cell([r["epochs"] for r in rs], 0), cell([r["train_minutes"] for r in rs], 1)]
         for m in METRICS:
             row.append(f"{cell([r['metrics'][m]['value'] for r in rs])} ({st.mean(r['metrics'][m]['floor'] for r in rs):.3f})")
         lines.append("| " + " | ".join(row) + " |")
