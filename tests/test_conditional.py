@@ -121,3 +121,17 @@ def test_conditional_study_reports_tstr(tmp_path, monkeypatch):
     run_metrics = results["runs"][0]["metrics"]
     assert {"tstr_auc", "tstr_auc_floor", "tstr_acc", "tstr_acc_floor"} <= set(run_metrics)
     assert "tstr_auc" in (tmp_path / "study" / "report.md").read_text()
+
+
+def test_chestmnist_multi_label_export(tmp_path):
+    root = write_medmnist(tmp_path / "real", name="chestmnist", n=(64, 8, 16))
+    run_dir = tmp_path / "run"
+    assert main(["train", "--dataset", "chestmnist", "--data-root", str(root), "--conditional", "--epochs", "1",
+                 "--batch-size", "32", "--eval-every", "0", "--no-progress", "--no-tensorboard", "--out", str(run_dir)]) == 0
+    out = tmp_path / "synthetic" / "chestmnist.npz"
+    for labels in ("balanced", "as-train"):
+        assert main(["sample", str(run_dir), "-n", "30", "--labels", labels, "--out", str(out)]) == 0
+        with np.load(out, allow_pickle=False) as z:
+            assert z["train_labels"].shape == (30, 14) and set(np.unique(z["train_labels"])) <= {0, 1}
+            if labels == "balanced":  # one finding per image, in turn
+                assert (z["train_labels"].sum(1) == 1).all() and z["train_labels"][:, :14].argmax(1).tolist()[:14] == list(range(14))
