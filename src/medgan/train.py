@@ -85,12 +85,11 @@ class Trainer:
         self.opt_d = make_optimizer(self.discriminator.parameters(), cfg, cfg.lr_d or cfg.lr)
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         columns = int(math.sqrt(cfg.grid_size)) or 1
-        # Conditional runs: a grid row per class, and each batch's own labels on the device.
+        # Conditional runs: a grid row per class.
         self.fixed_labels = grid_labels(cfg.n_classes, cfg.multi_label, columns).to(self.device) if cfg.conditional else None
         n_grid = len(self.fixed_labels) if cfg.conditional else cfg.grid_size
         self.grid_columns = columns if cfg.conditional else int(math.sqrt(n_grid)) or 1
         self.fixed_noise = torch.randn(n_grid, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed + 1)).to(self.device)
-        self.labels = label_vectors(self.data.labels, cfg.n_classes, cfg.multi_label).to(self.device) if cfg.conditional else None
         self.epoch, self.batch_index, self.step = 0, 0, 0
         self.epoch_shuffle_state = self.shuffle.get_state()
         self.progress, self.tensorboard = progress, tensorboard
@@ -242,7 +241,8 @@ class Trainer:
                     self.progression.before_step(self)
                 index = order[self.batch_index]
                 real = data.batch(index, self.device)
-                labels = self.labels[index.to(self.device)] if self.labels is not None else None
+                # labels of the current data (a progressive stage's file has its own)
+                labels = label_vectors(data.labels[index], cfg.n_classes, cfg.multi_label).to(self.device) if cfg.conditional else None
                 record = self.train_step(real, generator_step=(self.step + 1) % cfg.n_critic == 0, labels=labels)
                 self.step += 1
                 self.batch_index += 1
