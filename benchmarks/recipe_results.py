@@ -1,4 +1,4 @@
-"""Sample quality of training recipes: ``best`` against the seed-style MLP baseline, per dataset and seed.
+"""Sample quality of training recipes against the seed-style MLP baseline, per dataset and seed.
 
 Each run is an ordinary ``medgan train`` run (resumable: re-running the command skips finished runs and
 resumes interrupted ones) with a wall-time budget: training stops at its configured epochs or at the end of
@@ -7,8 +7,8 @@ from the sampling generator (EMA weights when the recipe has them) against the r
 each metric's real-vs-real floor. The table (mean ± std over seeds; the floor's mean in brackets) is printed
 and written to OUT/results.md and results.json.
 
-    python benchmarks/recipe_results.py --datasets pneumoniamnist breastmnist --seeds 0 1 2 --minutes 45
-    python benchmarks/recipe_results.py --recipes best --datasets breastmnist --seeds 0 --minutes 10 --set width=32
+    python benchmarks/recipe_results.py --recipes baseline dcgan small-data --datasets pneumoniamnist breastmnist --seeds 0 1 2 --minutes 45
+    python benchmarks/recipe_results.py --recipes small-data --datasets breastmnist --seeds 0 --minutes 10 --set width=32
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def table(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipes", nargs="+", default=["baseline", "best"])
+    parser.add_argument("--recipes", nargs="+", default=["baseline", "dcgan", "small-data"], help="baseline, dcgan, or a --preset name")
     parser.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "breastmnist"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--size", type=int, default=28)

@@ -105,8 +105,10 @@ def test_best_preset_is_a_starting_point_that_flags_override(tmp_path):
     from medgan.config import load_toml
 
     out = tmp_path / "best"
-    assert main(["train", "--preset", "best", *FAST, "--width", "8", "--no-spectral-norm", "--out", str(out)]) == 0
+    assert main(["train", "--preset", "small-data", *FAST, "--width", "8", "--no-spectral-norm", "--out", str(out)]) == 0
     cfg = load_toml(out / "config.toml")
-    assert (cfg.model, cfg.width, cfg.spectral_norm, cfg.epochs) == ("dcgan", 8, False, 1)
+    assert (cfg.model, cfg.loss, cfg.width, cfg.spectral_norm, cfg.epochs) == ("dcgan", "hinge", 8, False, 1)
     assert cfg.ema > 0 and cfg.augment
+    assert main(["train", "--preset", "best", *FAST, "--out", str(tmp_path / "plain")]) == 0
+    assert (load_toml(tmp_path / "plain" / "config.toml").model, load_toml(tmp_path / "plain" / "config.toml").loss) == ("dcgan", "lsgan")
     assert main(["train", "--preset", "fastest", *FAST, "--out", str(tmp_path / "x")]) == 2

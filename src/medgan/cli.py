@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one GAN", description="Train one GAN. Flags override --config, which overrides the defaults.")
     train.add_argument("--config", help="TOML file with training settings (keys as the flags, with _ for -)")
-    train.add_argument("--preset", help="a recipe to start from, overridden by --config and flags: best (chosen by image size)")
+    train.add_argument("--preset", help="a recipe to start from, overridden by --config and flags: best or small-data (by image size)")
     _add_train_flags(train, TRAIN_FLAGS)
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
