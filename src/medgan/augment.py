@@ -62,8 +62,12 @@ def parse_policy(policy: str) -> list[str]:
 
 
 def diff_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
-    for name in parse_policy(policy):
-        x = TRANSFORMS[name](x)
+    return _apply(x, [TRANSFORMS[name] for name in parse_policy(policy)])
+
+
+def _apply(x: torch.Tensor, transforms) -> torch.Tensor:
+    for transform in transforms:
+        x = transform(x)
     return x
 
 
@@ -73,7 +77,7 @@ class AugmentedDiscriminator(nn.Module):
     def __init__(self, discriminator: nn.Module, policy: str):
         super().__init__()
         self.net, self.policy = discriminator, policy
-        parse_policy(policy)
+        self.transforms = [TRANSFORMS[name] for name in parse_policy(policy)]  # parsed once, not per batch
 
     def forward(self, x, **condition):
-        return self.net(diff_augment(x, self.policy), **condition)
+        return self.net(_apply(x, self.transforms), **condition)

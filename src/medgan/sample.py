@@ -14,7 +14,7 @@ import torch
 from medgan import MedganError, io
 from medgan.config import TrainConfig, load_toml
 from medgan.data import ImageSet, load_dataset, to_uint8
-from medgan.models.conditional import label_vectors
+from medgan.models.conditional import label_space, label_vectors
 from medgan.train import CHECKPOINT, nets_for, resolve_device
 
 LABEL_MODES = ("balanced", "as-train")
@@ -43,9 +43,10 @@ def sample_labels(mode: str, n: int, train: ImageSet, seed: int = 0) -> torch.Te
         raise MedganError(f"--labels must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
     if mode == "as-train":
         return train.labels[torch.randint(0, len(train), (n,), generator=torch.Generator().manual_seed(seed))]
+    turns = torch.arange(n) % label_space(train.labels, train.multi_label)
     if train.multi_label:
-        return torch.eye(train.labels.shape[1], dtype=train.labels.dtype)[torch.arange(n) % train.labels.shape[1]]
-    return (torch.arange(n) % (int(train.labels.max()) + 1)).view(-1, 1).to(train.labels.dtype)
+        return torch.eye(train.labels.shape[1], dtype=train.labels.dtype)[turns]
+    return turns.view(-1, 1).to(train.labels.dtype)
 
 
 @torch.no_grad()
@@ -66,14 +67,21 @@ def generate(generator: torch.nn.Module, n: int, seed: int = 0, batch_size: int 
     return torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.uint8)
 
 
+def generate_for_config(generator: torch.nn.Module, cfg: TrainConfig, n: int, seed: int = 0, labels: str = "balanced",
+                        train: ImageSet | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(images, MedMNIST label rows or None): labelled images (``labels`` mode) when ``cfg`` is conditional.
+    ``train`` is the split labels are drawn from (loaded from the config when not given)."""
+    if not cfg.conditional:
+        return generate(generator, n, seed), None
+    train = train or load_dataset(cfg.dataset, "train", cfg.size, cfg.channels, cfg.data_root or None)
+    rows = sample_labels(labels, n, train, seed)
+    return generate(generator, n, seed, labels=label_vectors(rows, cfg.n_classes, cfg.multi_label)), rows
+
+
 def generate_for_run(run_dir: str | Path, n: int, seed: int = 0, labels: str = "balanced", device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None, TrainConfig]:
     """(images, MedMNIST label rows or None, config) from a run; labels only for conditional runs."""
     generator, cfg = load_run(run_dir, device)
-    if not cfg.conditional:
-        return generate(generator, n, seed), None, cfg
-    train = load_dataset(cfg.dataset, "train", cfg.size, cfg.channels, cfg.data_root or None)
-    rows = sample_labels(labels, n, train, seed)
-    return generate(generator, n, seed, labels=label_vectors(rows, cfg.n_classes, cfg.multi_label)), rows, cfg
+    return *generate_for_config(generator, cfg, n, seed, labels), cfg
 
 
 def _hwc(images: torch.Tensor) -> np.ndarray:

@@ -117,6 +117,16 @@ class Trainer:
         """The generator that samples and evaluations use: the weight average when EMA is on."""
         return self.ema.module if self.ema else self.generator
 
+    @contextmanager
+    def sampling(self):
+        """The sampling generator in eval mode for the block; its train/eval mode is restored after."""
+        generator = self.sampling_generator
+        training = generator.training
+        try:
+            yield generator.eval()
+        finally:
+            generator.train(training)
+
     # ----- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
         ema = {"generator_ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates} if self.ema else {}
@@ -302,11 +312,9 @@ class Trainer:
     @torch.no_grad()
     def sample_grid(self) -> torch.Tensor:
         """Images from the fixed noise batch as one grid in [0, 1]."""
-        generator = self.sampling_generator
-        training = generator.training
         condition = () if self.fixed_labels is None else (self.fixed_labels,)
-        images = generator.eval()(self.fixed_noise, *condition)
-        generator.train(training)
+        with self.sampling() as generator:
+            images = generator(self.fixed_noise, *condition)
         return make_grid(images.float().cpu(), nrow=self.grid_columns, normalize=True, value_range=(-1, 1))
 
     def _progress_bar(self, n_batches: int):

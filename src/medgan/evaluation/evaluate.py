@@ -248,19 +248,14 @@ class EvaluateDuringTraining:
         if trainer.epoch % cfg.eval_every and trainer.epoch != cfg.epochs:
             return
         from medgan.data import load_dataset
-        from medgan.models.conditional import label_vectors
-        from medgan.sample import generate, sample_labels
+        from medgan.sample import generate_for_config
 
         if self.test is None:
             self.test = load_dataset(cfg.dataset, "test", cfg.size, cfg.channels, cfg.data_root or None)
         n = min(cfg.eval_samples, 10 * len(trainer.data))
         # Conditional runs: labels as in the train split; TSTR (two classifier trainings) at the last epoch only.
-        labels = sample_labels("as-train", n, trainer.data, cfg.seed) if cfg.conditional else None
-        generator = trainer.sampling_generator
-        training = generator.training
-        vectors = label_vectors(labels, cfg.n_classes, cfg.multi_label) if cfg.conditional else None
-        images = generate(generator.eval(), n, seed=cfg.seed, labels=vectors)
-        generator.train(training)
+        with trainer.sampling() as generator:
+            images, labels = generate_for_config(generator, cfg, n, cfg.seed, "as-train", trainer.data)
         result = evaluate(images, trainer.data, self.test, ("domain",), trainer.device, domain_steps=self.domain_steps, n_pixel=200,
                           labels=labels if trainer.epoch == cfg.epochs else None)
         record = {"kind": "eval", "step": trainer.step, "epoch": trainer.epoch}
