@@ -47,13 +47,29 @@ class TimeBudget:
             trainer.stop_requested = True
 
 
+class Snapshot:
+    """Epoch hook: keep the training state at the first epoch end past ``minutes`` (an equal-time comparison
+    with shorter-budget runs, from the same run)."""
+
+    def __init__(self, minutes: float, path: Path, already: float):
+        self.seconds, self.path, self.start = 60 * minutes, path, time.time() - already
+
+    def __call__(self, trainer, log) -> None:
+        if not self.path.exists() and time.time() - self.start > self.seconds:
+            io.save_torch(self.path, trainer.state())
+
+
+def snapshot_path(out: Path, minutes: float) -> Path:
+    return out / "checkpoints" / f"at_{minutes:g}min.pt"
+
+
 def config_for(name: str, dataset: str, seed: int, size: int, data_root: str, out: Path, overrides: dict) -> TrainConfig:
     values = REFERENCES[name] if name in REFERENCES else recipe(name, size)
     return from_dict({**values, **overrides, "dataset": dataset, "size": size, "seed": seed, "data_root": data_root,
                       "out": str(out), "eval_every": 0})
 
 
-def run_one(cfg: TrainConfig, minutes: float, samples: int) -> dict:
+def run_one(cfg: TrainConfig, minutes: float, samples: int, snapshots: list[float] = ()) -> dict:
     out = Path(cfg.out)
     result_path = out / "recipe_result.json"
     if result_path.exists():
@@ -63,6 +79,7 @@ def run_one(cfg: TrainConfig, minutes: float, samples: int) -> dict:
     done = json.loads((out / "run.json").read_text()).get("wall_time_s", 0.0) if resume else 0.0
     if done < 60 * minutes:
         trainer.epoch_hooks.append(TimeBudget(60 * minutes, done))
+        trainer.epoch_hooks += [Snapshot(m, snapshot_path(out, m), done) for m in snapshots if m < minutes]
         trainer.fit(resume=resume)
     else:  # the budget was used up: evaluate the last checkpoint
         trainer.load(out / CHECKPOINT)
@@ -70,10 +87,17 @@ def run_one(cfg: TrainConfig, minutes: float, samples: int) -> dict:
         raise KeyboardInterrupt
     info = json.loads((out / "run.json").read_text())
     test = load_dataset(cfg.dataset, "test", cfg.size, trainer.cfg.channels, cfg.data_root or None)
-    images = generate(trainer.sampling_generator.eval(), samples, seed=cfg.seed)
-    metrics = evaluate(images, trainer.data, test, ("domain",), trainer.device, seed=cfg.seed)
+
+    def scores() -> dict:
+        images = generate(trainer.sampling_generator.eval(), samples, seed=cfg.seed)
+        return evaluate(images, trainer.data, test, ("domain",), trainer.device, seed=cfg.seed)["metrics"]
+
     result = {"recipe": out.parent.name, "dataset": cfg.dataset, "seed": cfg.seed, "epochs": trainer.epoch,
-              "train_minutes": info["wall_time_s"] / 60, "metrics": metrics["metrics"], "config": trainer.cfg.to_dict()}
+              "train_minutes": info["wall_time_s"] / 60, "metrics": scores(), "config": trainer.cfg.to_dict(), "snapshots": {}}
+    for m in snapshots:
+        if snapshot_path(out, m).exists():
+            trainer.load(snapshot_path(out, m))
+            result["snapshots"][f"{m:g}"] = {"epochs": trainer.epoch, "metrics": scores()}
     io.write_json(result_path, result)
     return result
 
@@ -104,6 +128,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--minutes", type=float, default=45.0, help="training wall-time budget per run")
+    parser.add_argument("--snapshot-minutes", nargs="*", type=float, default=[], help="also evaluate each run as it was after M minutes")
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"))
     parser.add_argument("--out", default="runs/recipes")
@@ -117,13 +142,16 @@ def main() -> None:
     for dataset in args.datasets:
         for name in args.recipes:
             for seed in args.seeds:
-                out = Path(args.out) / dataset / name / f"s{seed}"
+                label = "+".join([name, *(f"{k}={v}" for k, v in overrides.items() if name != "baseline")])
+                out = Path(args.out) / dataset / label / f"s{seed}"
                 cfg = config_for(name, dataset, seed, args.size, args.data_root, out, overrides if name != "baseline" else {})
-                result = run_one(cfg, args.minutes if name != "baseline" else 1e9, args.samples)
+                result = run_one(cfg, args.minutes if name != "baseline" else 1e9, args.samples, args.snapshot_minutes)
                 results.append(result)
                 print(dataset, name, seed, f"{result['epochs']} epochs {result['train_minutes']:.1f} min",
                       {m: round(result["metrics"][m]["value"], 4) for m in METRICS}, flush=True)
-    text = table(results)
+    at_snapshots = [r | {"recipe": f"{r['recipe']} @ {m} min", **snap, "train_minutes": float(m)}
+                     for r in results for m, snap in r.get("snapshots", {}).items()]
+    text = table(results + at_snapshots)
     print(text)
     io.write_text(Path(args.out) / "results.md", text + "\n")
     io.write_json(Path(args.out) / "results.json", results)

@@ -52,6 +52,7 @@ class TrainConfig:
     fade_epochs: float = 1.0  # model progressive: epochs over which each new resolution fades in
     seed: int = 0
     device: str = "auto"  # auto = CUDA when present, else CPU
+    precision: str = "fp32"  # "bf16" = bfloat16 autocast of the forward passes (weights and optimiser stay fp32)
     out: str = ""  # "" = runs/<dataset>-<model>-<loss>-s<seed>
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard scalar records
     grid_size: int = 64  # images in the per-epoch sample grid (fixed noise)
@@ -66,6 +67,7 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
+PRECISIONS = ("fp32", "bf16")
 POSITIVE = {"size", "epochs", "batch_size", "latent_dim", "width", "eval_samples", "log_every", "grid_size"}
 
 
@@ -121,6 +123,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         StageSchedule.from_config(cfg)  # raises MedganError saying what is wrong with the schedule
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
         raise MedganError(f"beta1 and beta2 must be in [0, 1), got {cfg.beta1}, {cfg.beta2}")
+    if cfg.precision not in PRECISIONS:
+        raise MedganError(f"precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):
         raise MedganError(f"device must be auto, cpu, cuda, cuda:N or mps; got {cfg.device!r}")
     return cfg

@@ -68,6 +68,8 @@ class Trainer:
         self.data = data or load_dataset(cfg.dataset, "train", cfg.size, cfg.channels or None, cfg.data_root or None)
         if len(self.data) < cfg.batch_size:
             raise MedganError(f"batch size {cfg.batch_size} is larger than the dataset ({len(self.data)} images)")
+        if cfg.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise MedganError(f"--precision bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(self.device)} has none: use --precision fp32")
         self.loss = build_loss(cfg.loss, r1=cfg.r1)
         # Resolve the "auto" values so config.toml describes the run completely.
         self.cfg = cfg = cfg.replace(
@@ -165,19 +167,24 @@ class Trainer:
         if self.device.type == "cuda" and state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
+    def autocast(self):
+        """Forward passes in bfloat16 when precision is bf16 (backward and optimiser steps stay outside)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+
     # ----- one step ----------------------------------------------------------------------------
     def train_step(self, real: torch.Tensor, generator_step: bool, labels: torch.Tensor | None = None) -> dict:
         """One D step, plus one G step if asked; returns detached scalars (no device sync).
 
         Conditional runs pass the real batch's ``labels``; the fakes are drawn for the same labels."""
-        G, D, loss = self.generator, self.critic, self.loss
+        G, D, loss, autocast = self.generator, self.critic, self.loss, self.autocast
         condition = () if labels is None else (labels,)
         if labels is not None:
             D = partial(self.critic, y=labels)
         z = torch.randn(real.shape[0], self.cfg.latent_dim, device=self.device)
-        with torch.set_grad_enabled(generator_step):  # keep G's graph only when G will step
+        with torch.set_grad_enabled(generator_step), autocast():  # keep G's graph only when G will step
             fake = G(z, *condition)
-        d_loss, stats = loss.d_loss(D, real, fake.detach())
+        with autocast():
+            d_loss, stats = loss.d_loss(D, real, fake.detach())
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.opt_d.step()
@@ -185,7 +192,8 @@ class Trainer:
         record = {"d_loss": d_loss.detach(), **stats}
         if generator_step:
             self.critic.requires_grad_(False)  # gradients flow through D to G, but none are stored for D
-            g_loss = loss.g_loss(D(fake))
+            with autocast():
+                g_loss = loss.g_loss(D(fake))
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             self.opt_g.step()
