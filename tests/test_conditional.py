@@ -25,7 +25,7 @@ def labelled_squares(n=192, size=28, seed=0):
     return ImageSet(images, labels.view(-1, 1), "squares", "train")
 
 
-@pytest.mark.parametrize("loss,model,options", [("hinge", "dcgan", {}), ("wgan-gp", "dcgan", {}),
+@pytest.mark.parametrize("loss,model,options", [("hinge", "dcgan", {}), ("wgan-gp", "dcgan", {"precision": "bf16"}),
                                                 ("hinge", "resnet", {"spectral_norm": True}), ("lsgan", "mlp", {"augment": "cutout"})])
 def test_conditional_training_runs_and_grid_has_a_row_per_class(tmp_path, loss, model, options):
     trainer = run(tmp_path, data=labelled_squares(), conditional=True, loss=loss, model=model, epochs=1, **options)

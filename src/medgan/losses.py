@@ -118,7 +118,7 @@ class WassersteinLoss(GANLoss):
 def gradient_penalty(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """E[(||grad D(x_hat)||_2 - 1)^2], the norm taken per sample over all pixels and channels."""
     alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
-    mixed = torch.lerp(real.detach(), fake.detach(), alpha).requires_grad_(True)
+    mixed = torch.lerp(real.detach(), fake.detach().to(real.dtype), alpha).requires_grad_(True)  # fake is bf16 under autocast
     (grad,) = torch.autograd.grad(disc(mixed).sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
 
