@@ -251,3 +251,12 @@ def test_bf16_losses_match_fp32_losses_for_the_same_weights(tmp_path):
 def test_bf16_trains_every_model_and_option(tmp_path, options):
     trainer = run(tmp_path, data=tiny_data(size=options.get("size", 28)), **{"epochs": 1, "precision": "bf16", **options})
     assert all(math.isfinite(r["d_loss"]) for r in records(trainer.out, "epoch"))
+
+
+def test_resume_may_switch_precision(tmp_path):
+    run(tmp_path, "p", model="dcgan", epochs=1)
+    cfg = config_for_resume(tmp_path / "p", {"epochs": 2, "precision": "bf16"})
+    assert cfg.precision == "bf16"
+    resumed = Trainer(cfg, data=tiny_data(), progress=False)
+    resumed.fit(resume=True)
+    assert resumed.epoch == 2 and 'precision = "bf16"' in (resumed.out / "config.toml").read_text()

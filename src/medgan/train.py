@@ -357,12 +357,13 @@ def train(cfg: TrainConfig, resume: bool = False, **kwargs) -> Path:
 
 
 def config_for_resume(run_dir: Path, overrides: dict) -> TrainConfig:
-    """The run's own config, with only ``epochs`` and ``device`` changeable."""
+    """The run's own config; only how long and where it runs (epochs, device, precision) may change."""
     path = Path(run_dir) / "config.toml"
     if not path.exists():
         raise MedganError(f"nothing to resume: {path} does not exist")
     cfg = load_toml(path)
-    changed = {k: v for k, v in overrides.items() if k not in ("epochs", "device", "out") and v != getattr(cfg, k)}
+    changeable = ("epochs", "device", "precision")
+    changed = {k: v for k, v in overrides.items() if k not in (*changeable, "out") and v != getattr(cfg, k)}
     if changed:
-        raise MedganError(f"cannot change {', '.join(sorted(changed))} when resuming {run_dir}; only --epochs and --device")
-    return cfg.replace(**{k: v for k, v in overrides.items() if k in ("epochs", "device")})
+        raise MedganError(f"cannot change {', '.join(sorted(changed))} when resuming {run_dir}; only --epochs, --device and --precision")
+    return cfg.replace(**{k: v for k, v in overrides.items() if k in changeable})
