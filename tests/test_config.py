@@ -32,7 +32,7 @@ def test_unknown_key_is_rejected_with_a_suggestion():
         ({"ema": 1.0}, r"ema must be in \[0, 1\)"),
         ({"r1": -1.0}, "r1 must be >= 0"),
         ({"lr_d": -1.0}, "lr_d >= 0"),
-        ({"precision": "fp16"}, "precision must be one of fp32, bf16"),
+        ({"precision": "fp16"}, "precision must be one of fp32, bf16, auto"),
     ],
 )
 def test_bad_values_name_the_choices(values, message):

@@ -260,3 +260,16 @@ def test_resume_may_switch_precision(tmp_path):
     resumed = Trainer(cfg, data=tiny_data(), progress=False)
     resumed.fit(resume=True)
     assert resumed.epoch == 2 and 'precision = "bf16"' in (resumed.out / "config.toml").read_text()
+
+
+def test_auto_precision_resolves_per_device_and_is_written_to_the_config(tmp_path, monkeypatch):
+    from medgan.train import resolve_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert resolve_precision("auto", cpu) == "bf16" and resolve_precision("fp32", cpu) == "fp32"
+    trainer = Trainer(TrainConfig(precision="auto", eval_every=0, out=str(tmp_path / "a")), data=tiny_data(), progress=False)
+    assert trainer.cfg.precision == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"

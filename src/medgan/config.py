@@ -52,7 +52,7 @@ class TrainConfig:
     fade_epochs: float = 1.0  # model progressive: epochs over which each new resolution fades in
     seed: int = 0
     device: str = "auto"  # auto = CUDA when present, else CPU
-    precision: str = "fp32"  # "bf16" = bfloat16 autocast of the forward passes (weights and optimiser stay fp32)
+    precision: str = "fp32"  # "bf16" = bfloat16 autocast of the forward passes (weights and optimiser stay fp32); "auto" = bf16 where the device has bf16 units
     out: str = ""  # "" = runs/<dataset>-<model>-<loss>-s<seed>
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard scalar records
     grid_size: int = 64  # images in the per-epoch sample grid (fixed noise)
@@ -67,7 +67,7 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 POSITIVE = {"size", "epochs", "batch_size", "latent_dim", "width", "eval_samples", "log_every", "grid_size"}
 
 

@@ -40,6 +40,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto``: bf16 where the device has bf16 matrix units (AMX on CPUs, where it measured ~2x per DCGAN
+    step; CUDA GPUs with native bf16), else fp32."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)  # private in torch 2.x; absent = no
+    return "bf16" if device.type == "cpu" and amx() else "fp32"
+
+
 def nets_for(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(generator, discriminator) a resolved config describes; Wasserstein critics get no batch norm."""
     shape = (cfg.channels, cfg.size, cfg.size)
@@ -68,12 +79,13 @@ class Trainer:
         self.data = data or load_dataset(cfg.dataset, "train", cfg.size, cfg.channels or None, cfg.data_root or None)
         if len(self.data) < cfg.batch_size:
             raise MedganError(f"batch size {cfg.batch_size} is larger than the dataset ({len(self.data)} images)")
-        if cfg.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        precision = resolve_precision(cfg.precision, self.device)
+        if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise MedganError(f"--precision bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(self.device)} has none: use --precision fp32")
         self.loss = build_loss(cfg.loss, r1=cfg.r1)
         # Resolve the "auto" values so config.toml describes the run completely.
         self.cfg = cfg = cfg.replace(
-            channels=self.data.channels, size=self.data.size, out=str(self.out),
+            channels=self.data.channels, size=self.data.size, out=str(self.out), precision=precision,
             n_critic=cfg.n_critic or self.loss.n_critic, **self._label_settings(cfg),
         )
         torch.manual_seed(cfg.seed)
