@@ -8,7 +8,8 @@ each metric's real-vs-real floor. The table (mean ± std over seeds; the floor's
 and written to OUT/results.md and results.json.
 
     python benchmarks/recipe_results.py --recipes baseline dcgan small-data --datasets pneumoniamnist breastmnist --seeds 0 1 2 --minutes 45
-    python benchmarks/recipe_results.py --recipes small-data --datasets breastmnist --seeds 0 --minutes 10 --set width=32
+    python benchmarks/recipe_results.py --recipes dcgan --seeds 0 1 2 --minutes 45 --snapshot-minutes 10 20 --set 'precision="bf16"'
+    python benchmarks/recipe_results.py --table-only --out runs/recipes       # the table of every finished run
 """
 
 from __future__ import annotations
@@ -132,14 +133,15 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"))
     parser.add_argument("--out", default="runs/recipes")
+    parser.add_argument("--table-only", action="store_true", help="train nothing: the table of every finished run under --out")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides KEY=VALUE (TOML values) for every run")
     args = parser.parse_args()
     from medgan.config import tomllib
 
     overrides = tomllib.loads("\n".join(args.set))
     print(f"torch {torch.__version__} | threads {torch.get_num_threads()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs")
-    results = []
-    for dataset in args.datasets:
+    results = [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("*/*/s*/recipe_result.json"))] if args.table_only else []
+    for dataset in [] if args.table_only else args.datasets:
         for name in args.recipes:
             for seed in args.seeds:
                 label = "+".join([name, *(f"{k}={v}" for k, v in overrides.items() if name != "baseline")])
