@@ -81,3 +81,11 @@ def test_spectral_norm_keeps_top_singular_value_near_one(model):
     _, plain = build_models(model, (1, 28, 28), width=16)
     sigmas = [torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item() for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert max(abs(s - 1) for s in sigmas) > 0.1, "without spectral norm the singular values are not 1"
+
+
+def test_best_preset_is_chosen_per_size():
+    from medgan.recipes import recipe
+
+    assert recipe("best", 28)["model"] == "dcgan" and not recipe("best", 28).get("spectral_norm")
+    assert recipe("best", 64) == recipe("small-data", 64) and recipe("best", 64)["width"] == 32
+    assert recipe("best", 100)["size"] == 100 and recipe("best", 224)["width"] == 16
