@@ -37,26 +37,35 @@ REFERENCES = {"baseline": {"model": "mlp", "loss": "lsgan", "epochs": 50}, "dcga
 METRICS = ("c2st", "kid_domain", "precision_domain", "recall_domain", "fd_domain")
 
 
-class TimeBudget:
-    """Epoch hook: ask the trainer to stop once the run's total training time passes the budget."""
+class AfterMinutes:
+    """Epoch hook base: ``passed()`` once the run's total training time (``already`` seconds before this
+    segment) is over ``minutes``."""
 
-    def __init__(self, seconds: float, already: float):
-        self.seconds, self.start = seconds, time.time() - already
+    def __init__(self, minutes: float, already: float):
+        self.seconds, self.start = 60 * minutes, time.time() - already
+
+    def passed(self) -> bool:
+        return time.time() - self.start > self.seconds
+
+
+class TimeBudget(AfterMinutes):
+    """Ask the trainer to stop once the budget has passed."""
 
     def __call__(self, trainer, log) -> None:
-        if time.time() - self.start > self.seconds:
+        if self.passed():
             trainer.stop_requested = True
 
 
-class Snapshot:
-    """Epoch hook: keep the training state at the first epoch end past ``minutes`` (an equal-time comparison
-    with shorter-budget runs, from the same run)."""
+class Snapshot(AfterMinutes):
+    """Keep the training state at the first epoch end past ``minutes`` (an equal-time comparison with
+    shorter-budget runs, from the same run)."""
 
     def __init__(self, minutes: float, path: Path, already: float):
-        self.seconds, self.path, self.start = 60 * minutes, path, time.time() - already
+        super().__init__(minutes, already)
+        self.path = path
 
     def __call__(self, trainer, log) -> None:
-        if not self.path.exists() and time.time() - self.start > self.seconds:
+        if not self.path.exists() and self.passed():
             io.save_torch(self.path, trainer.state())
 
 
@@ -79,7 +88,7 @@ def run_one(cfg: TrainConfig, minutes: float, samples: int, snapshots: list[floa
     trainer = Trainer(config_for_resume(out, {}) if resume else cfg, progress=False, tensorboard=False)
     done = json.loads((out / "run.json").read_text()).get("wall_time_s", 0.0) if resume else 0.0
     if done < 60 * minutes:
-        trainer.epoch_hooks.append(TimeBudget(60 * minutes, done))
+        trainer.epoch_hooks.append(TimeBudget(minutes, done))
         trainer.epoch_hooks += [Snapshot(m, snapshot_path(out, m), done) for m in snapshots if m < minutes]
         trainer.fit(resume=resume)
     else:  # the budget was used up: evaluate the last checkpoint

@@ -42,7 +42,9 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_precision(name: str, device: torch.device) -> str:
     """``auto``: bf16 where the device has bf16 matrix units (AMX on CPUs, where it measured ~2x per DCGAN
-    step; CUDA GPUs with native bf16), else fp32."""
+    step; CUDA GPUs with native bf16), else fp32. ``bf16`` on a GPU without bf16 support is an error."""
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise MedganError(f"--precision bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} has none: use --precision fp32")
     if name != "auto":
         return name
     if device.type == "cuda":
@@ -80,8 +82,6 @@ class Trainer:
         if len(self.data) < cfg.batch_size:
             raise MedganError(f"batch size {cfg.batch_size} is larger than the dataset ({len(self.data)} images)")
         precision = resolve_precision(cfg.precision, self.device)
-        if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise MedganError(f"--precision bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(self.device)} has none: use --precision fp32")
         self.loss = build_loss(cfg.loss, r1=cfg.r1)
         # Resolve the "auto" values so config.toml describes the run completely.
         self.cfg = cfg = cfg.replace(
