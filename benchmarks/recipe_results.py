@@ -29,7 +29,7 @@ from medgan.data import load_dataset
 from medgan.evaluation.evaluate import evaluate
 from medgan.recipes import recipe
 from medgan.sample import generate
-from medgan.train import CHECKPOINT, Trainer, config_for_resume
+from medgan.train import BEST_CHECKPOINT, CHECKPOINT, Trainer, config_for_resume
 
 # References: the seed projects' recipe (seed 001: MLP nets, LSGAN, Adam 2e-4 (0.5, 0.999), batch 64, 50
 # epochs) and a plain DCGAN with the same loss and optimiser (batch norm, no recipe options).
@@ -95,19 +95,26 @@ def run_one(cfg: TrainConfig, minutes: float, samples: int, snapshots: list[floa
         trainer.load(out / CHECKPOINT)
     if trainer.stop_requested and trainer.batch_index:  # stopped by a signal mid-epoch: resume later
         raise KeyboardInterrupt
+    if (out / BEST_CHECKPOINT).exists():  # keep_best: the state that scored best on the validation split
+        trainer.load(out / BEST_CHECKPOINT)
     info = json.loads((out / "run.json").read_text())
     test = load_dataset(cfg.dataset, "test", cfg.size, trainer.cfg.channels, cfg.data_root or None)
 
-    def scores() -> dict:
-        images = generate(trainer.sampling_generator.eval(), samples, seed=cfg.seed)
+    def scores(generator: torch.nn.Module) -> dict:
+        images = generate(generator.eval(), samples, seed=cfg.seed)
         return evaluate(images, trainer.data, test, ("domain",), trainer.device, seed=cfg.seed)["metrics"]
 
+    def state_scores() -> dict:
+        """The sampling generator's scores; with EMA on, also the raw generator's (a paired comparison)."""
+        found = {"metrics": scores(trainer.sampling_generator)}
+        return found | {"metrics_raw": scores(trainer.generator)} if trainer.ema else found
+
     result = {"recipe": out.parent.name, "dataset": cfg.dataset, "seed": cfg.seed, "epochs": trainer.epoch,
-              "train_minutes": info["wall_time_s"] / 60, "metrics": scores(), "config": trainer.cfg.to_dict(), "snapshots": {}}
+              "train_minutes": info["wall_time_s"] / 60, **state_scores(), "config": trainer.cfg.to_dict(), "snapshots": {}}
     for m in snapshots:
         if snapshot_path(out, m).exists():
             trainer.load(snapshot_path(out, m))
-            result["snapshots"][f"{m:g}"] = {"epochs": trainer.epoch, "metrics": scores()}
+            result["snapshots"][f"{m:g}"] = {"epochs": trainer.epoch, **state_scores()}
     io.write_json(result_path, result)
     return result
 
@@ -162,7 +169,9 @@ def main() -> None:
                       {m: round(result["metrics"][m]["value"], 4) for m in METRICS}, flush=True)
     at_snapshots = [r | {"recipe": f"{r['recipe']} @ {m} min", **snap, "train_minutes": float(m)}
                      for r in results for m, snap in r.get("snapshots", {}).items()]
-    text = table(results + at_snapshots)
+    states = results + at_snapshots
+    raw = [r | {"recipe": f"{r['recipe']} (raw G)", "metrics": r["metrics_raw"]} for r in states if "metrics_raw" in r]
+    text = table(states + raw)
     print(text)
     io.write_text(Path(args.out) / "results.md", text + "\n")
     io.write_json(Path(args.out) / "results.json", results)

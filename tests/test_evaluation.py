@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import needs_shared_data, SHARED_DATA, write_medmnist
-from medgan import MedganWarning
+from medgan import MedganError, MedganWarning
 from medgan.cli import main
 from medgan.data import load_dataset
 from medgan.evaluation.domain import ARCHITECTURE, DomainExtractor, train_domain_net
@@ -176,3 +176,41 @@ def test_c2st_real_halves_near_half_noise_near_one_and_deterministic(blobs):
     assert c2st(a, b, steps=60, seed=3) == c2st(a, b, steps=60, seed=3)
     low, high = wilson_interval(50, 100)
     assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)
+
+
+def test_keep_best_selects_on_the_validation_split_and_sampling_uses_it(tmp_path, monkeypatch):
+    from medgan.sample import load_run
+
+    monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "40")
+    root = write_medmnist(tmp_path / "data", n=(256, 64, 64))
+    run = tmp_path / "run"
+    loaded_splits = []
+    import medgan.data
+
+    real_load = medgan.data.load_dataset
+    monkeypatch.setattr(medgan.data, "load_dataset", lambda name, split, *a, **k: loaded_splits.append(split) or real_load(name, split, *a, **k))
+    assert main(["train", "--dataset", "pneumoniamnist", "--data-root", str(root), "--epochs", "3", "--batch-size", "64", "--eval-every", "1",
+                 "--eval-samples", "128", "--keep-best", "c2st", "--no-progress", "--no-tensorboard", "--out", str(run)]) == 0
+    assert loaded_splits == ["val", "test"]  # the test split is loaded only for the final evaluation of the best checkpoint
+    records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    selects, evals = [r for r in records if r.get("kind") == "select"], [r for r in records if r.get("kind") == "eval"]
+    assert [r["epoch"] for r in selects] == [1, 2, 3] and len(evals) == 1
+    best = json.loads((run / "run.json").read_text())["best"]
+    assert best["value"] == min((r["c2st"] for r in selects), key=lambda v: abs(v - 0.5))
+    assert evals[0]["checkpoint"] == "best" and evals[0]["best_epoch"] == best["epoch"]
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert state["epoch"] == best["epoch"]
+    generator, _ = load_run(run)  # auto = best
+    assert all(torch.equal(a, b) for a, b in zip(generator.state_dict().values(), state["generator"].values()))
+    assert main(["sample", str(run), "-n", "8", "--checkpoint", "last", "--out", str(tmp_path / "last.npz")]) == 0
+
+
+def test_keep_best_needs_evaluations_and_a_known_metric(tmp_path, capsys):
+    from medgan.sample import load_run
+
+    for flags, message in ((["--keep-best", "fid"], "keep_best must be one of"), (["--keep-best", "c2st", "--eval-every", "0"], "set eval_every >= 1")):
+        assert main(["train", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "x"), *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["train", "--epochs", "1", "--eval-every", "0", "--no-progress", "--no-tensorboard", "--out", str(tmp_path / "plain")]) == 0
+    with pytest.raises(MedganError, match="no checkpoints/best.pt"):
+        load_run(tmp_path / "plain", checkpoint="best")

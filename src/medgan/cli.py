@@ -40,6 +40,8 @@ TRAIN_FLAGS = {
     "--log-every": (int, "steps between logged records (default 10)"),
     "--eval-every": (int, "evaluate with the domain extractor every K epochs and at the end (default 5; 0 = never)"),
     "--eval-samples": (int, "generated images per evaluation during training (default 2000)"),
+    "--keep-best": (str, "c2st, fd_domain, kid_domain, precision_domain, recall_domain or coverage_domain: evaluate on the "
+                         "validation split and keep checkpoints/best.pt, which sample and evaluate then use (default off)"),
 }
 
 # Settings a study shares across all its runs (model and loss are what a study varies).
@@ -81,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--with-real-splits", action="store_true",
                         help=".npz: also copy the real val and test splits, so medgan and MedMNIST tools load the file as a dataset")
     sample.add_argument("--device", default="auto")
+    sample.add_argument("--checkpoint", default="auto", choices=["auto", "best", "last"],
+                        help="best (kept by keep_best), last, or auto = best when the run kept one (default)")
 
     cmp = sub.add_parser("compare", help="train many variants x seeds under identical settings and aggregate",
                          description="Runs go to OUT/runs/<model>-<loss>-s<seed>/; re-running skips finished runs and resumes the rest.")
@@ -107,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="metrics JSON path (default: metrics.json beside the source)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--checkpoint", default="auto", choices=["auto", "best", "last"], help="a run's checkpoint, as for sample")
 
     val = sub.add_parser("validate-metrics", help="check that each metric notices disturbed real images (FID-paper protocol)",
                          description="Disturbs real test images (noise, blur, salt-and-pepper, rectangles, swirl, mixed-in "
@@ -160,7 +165,7 @@ def cmd_sample(args) -> int:
 
     if args.n < 1:
         raise MedganError(f"-n must be >= 1, got {args.n}")
-    images, labels, cfg = generate_for_run(args.run_dir, args.n, args.seed, args.labels, args.device)
+    images, labels, cfg = generate_for_run(args.run_dir, args.n, args.seed, args.labels, args.device, args.checkpoint)
     real = {}
     if args.with_real_splits:
         if not args.out.endswith(".npz"):
@@ -231,7 +236,7 @@ def cmd_evaluate(args) -> int:
     if run_cfg:
         from medgan.sample import generate_for_run
 
-        images, labels, _ = generate_for_run(source, args.n, args.seed, "as-train", str(device))
+        images, labels, _ = generate_for_run(source, args.n, args.seed, "as-train", str(device), args.checkpoint)
         out = Path(args.out or source / "metrics.json")
     elif source.exists():
         images, labels = _read_images(source, size)

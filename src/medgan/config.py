@@ -58,6 +58,7 @@ class TrainConfig:
     grid_size: int = 64  # images in the per-epoch sample grid (fixed noise)
     eval_every: int = 5  # evaluate with the domain extractor every K epochs and at the end; 0 = never
     eval_samples: int = 2000  # generated images per evaluation during training
+    keep_best: str = ""  # e.g. "c2st": evaluations use the validation split and keep checkpoints/best.pt, which sampling uses; "" = off
 
     def replace(self, **changes) -> "TrainConfig":
         return validate(dataclasses.replace(self, **changes))
@@ -68,6 +69,7 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 PRECISIONS = ("fp32", "bf16", "auto")
+KEEP_BEST = ("c2st", "fd_domain", "kid_domain", "precision_domain", "recall_domain", "coverage_domain")
 POSITIVE = {"size", "epochs", "batch_size", "latent_dim", "width", "eval_samples", "log_every", "grid_size"}
 
 
@@ -123,6 +125,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         StageSchedule.from_config(cfg)  # raises MedganError saying what is wrong with the schedule
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
         raise MedganError(f"beta1 and beta2 must be in [0, 1), got {cfg.beta1}, {cfg.beta2}")
+    if cfg.keep_best and cfg.keep_best not in KEEP_BEST:
+        raise MedganError(f"keep_best must be one of {', '.join(KEEP_BEST)} (or \"\" = off); got {cfg.keep_best!r}")
+    if cfg.keep_best and not cfg.eval_every:
+        raise MedganError(f"keep_best = {cfg.keep_best!r} picks among the evaluations during training: set eval_every >= 1")
     if cfg.precision not in PRECISIONS:
         raise MedganError(f"precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):

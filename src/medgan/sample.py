@@ -15,17 +15,27 @@ from medgan import MedganError, io
 from medgan.config import TrainConfig, load_toml
 from medgan.data import ImageSet, load_dataset, to_uint8
 from medgan.models.conditional import label_space, label_vectors
-from medgan.train import CHECKPOINT, nets_for, resolve_device
+from medgan.train import BEST_CHECKPOINT, CHECKPOINT, nets_for, resolve_device
+
+CHECKPOINTS = ("auto", "best", "last")
 
 LABEL_MODES = ("balanced", "as-train")
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, TrainConfig]:
-    """The run's generator (EMA weights when the checkpoint has them), in eval mode, and its config."""
+def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "auto") -> tuple[torch.nn.Module, TrainConfig]:
+    """The run's generator (EMA weights when the checkpoint has them), in eval mode, and its config.
+
+    ``checkpoint``: "last", "best" (kept by ``keep_best``) or "auto" = best when the run kept one, else last."""
+    if checkpoint not in CHECKPOINTS:
+        raise MedganError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}; got {checkpoint!r}")
     run_dir = Path(run_dir)
     ckpt, cfg_path = run_dir / CHECKPOINT, run_dir / "config.toml"
     if not ckpt.exists() or not cfg_path.exists():
         raise MedganError(f"{run_dir} is not a medgan run directory (needs config.toml and {CHECKPOINT})")
+    if checkpoint == "best" and not (run_dir / BEST_CHECKPOINT).exists():
+        raise MedganError(f"{run_dir} has no {BEST_CHECKPOINT}: only runs trained with keep_best (and evaluated once) keep one")
+    if checkpoint != "last" and (run_dir / BEST_CHECKPOINT).exists():
+        ckpt = run_dir / BEST_CHECKPOINT
     cfg = load_toml(cfg_path)
     generator, _ = nets_for(cfg)
     state = io.load_torch(ckpt)
@@ -33,8 +43,8 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module,
     return generator.to(resolve_device(device)).eval(), cfg
 
 
-def load_generator(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
-    return load_run(run_dir, device)[0]
+def load_generator(run_dir: str | Path, device: str = "cpu", checkpoint: str = "auto") -> torch.nn.Module:
+    return load_run(run_dir, device, checkpoint)[0]
 
 
 def sample_labels(mode: str, n: int, train: ImageSet, seed: int = 0) -> torch.Tensor:
@@ -78,9 +88,10 @@ def generate_for_config(generator: torch.nn.Module, cfg: TrainConfig, n: int, se
     return generate(generator, n, seed, labels=label_vectors(rows, cfg.n_classes, cfg.multi_label)), rows
 
 
-def generate_for_run(run_dir: str | Path, n: int, seed: int = 0, labels: str = "balanced", device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None, TrainConfig]:
+def generate_for_run(run_dir: str | Path, n: int, seed: int = 0, labels: str = "balanced", device: str = "cpu",
+                     checkpoint: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None, TrainConfig]:
     """(images, MedMNIST label rows or None, config) from a run; labels only for conditional runs."""
-    generator, cfg = load_run(run_dir, device)
+    generator, cfg = load_run(run_dir, device, checkpoint)
     return *generate_for_config(generator, cfg, n, seed, labels), cfg
 
 

@@ -29,6 +29,7 @@ from medgan.progressive import Progression
 from medgan.runlog import RunLog
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
+BEST_CHECKPOINT = Path("checkpoints") / "best.pt"  # kept by keep_best: the state with the best validation metric
 
 
 def resolve_device(name: str) -> torch.device:

@@ -238,27 +238,47 @@ def save_closest_pairs(generated: torch.Tensor, train: ImageSet, copies: dict, p
 
 class EvaluateDuringTraining:
     """Epoch hook: every ``eval_every`` epochs (and the last) evaluate with the domain extractor and log
-    ``{"kind": "eval", ...}`` to metrics.jsonl and TensorBoard, so metric-vs-epoch curves exist."""
+    ``{"kind": "eval", ...}`` to metrics.jsonl and TensorBoard, so metric-vs-epoch curves exist.
 
-    def __init__(self, test: ImageSet | None = None, domain_steps: int | None = None):
-        self.test, self.domain_steps = test, domain_steps
+    With ``keep_best`` the periodic evaluations are against the validation split instead (``"kind":
+    "select"``): each that improves the chosen metric saves ``checkpoints/best.pt``, and the last epoch
+    evaluates that best checkpoint against the test split (``"kind": "eval"``), so choosing a checkpoint
+    never sees the test split."""
+
+    def __init__(self, reference: ImageSet | None = None, domain_steps: int | None = None):
+        self.reference, self.domain_steps = reference, domain_steps
 
     def __call__(self, trainer, log) -> None:
         cfg = trainer.cfg
-        if trainer.epoch % cfg.eval_every and trainer.epoch != cfg.epochs:
+        last = trainer.epoch == cfg.epochs
+        if trainer.epoch % cfg.eval_every and not last:
             return
         from medgan.data import load_dataset
+
+        split = "val" if cfg.keep_best else "test"
+        if self.reference is None:
+            self.reference = load_dataset(cfg.dataset, split, cfg.size, cfg.channels, cfg.data_root or None)
+        with trainer.sampling() as generator:
+            metrics = self._evaluate(trainer, log, generator, self.reference, "select" if cfg.keep_best else "eval", tstr=last and not cfg.keep_best)
+        if cfg.keep_best:
+            self._keep_if_best(trainer, log, metrics[cfg.keep_best])
+            if last:
+                from medgan.sample import load_run
+
+                test = load_dataset(cfg.dataset, "test", cfg.size, cfg.channels, cfg.data_root or None)
+                best, _ = load_run(trainer.out, str(trainer.device), checkpoint="best")
+                self._evaluate(trainer, log, best, test, "eval", tstr=True, extra={"checkpoint": "best", "best_epoch": log.info["best"]["epoch"]})
+
+    def _evaluate(self, trainer, log, generator, reference: ImageSet, kind: str, tstr: bool, extra: dict | None = None) -> dict:
         from medgan.sample import generate_for_config
 
-        if self.test is None:
-            self.test = load_dataset(cfg.dataset, "test", cfg.size, cfg.channels, cfg.data_root or None)
+        cfg = trainer.cfg
         n = min(cfg.eval_samples, 10 * len(trainer.data))
-        # Conditional runs: labels as in the train split; TSTR (two classifier trainings) at the last epoch only.
-        with trainer.sampling() as generator:
-            images, labels = generate_for_config(generator, cfg, n, cfg.seed, "as-train", trainer.data)
-        result = evaluate(images, trainer.data, self.test, ("domain",), trainer.device, domain_steps=self.domain_steps, n_pixel=200,
-                          labels=labels if trainer.epoch == cfg.epochs else None)
-        record = {"kind": "eval", "step": trainer.step, "epoch": trainer.epoch}
+        # Conditional runs: labels as in the train split; TSTR (two classifier trainings) only when asked (the last epoch).
+        images, labels = generate_for_config(generator, cfg, n, cfg.seed, "as-train", trainer.data)
+        result = evaluate(images, trainer.data, reference, ("domain",), trainer.device, domain_steps=self.domain_steps, n_pixel=200,
+                          labels=labels if tstr else None)
+        record = {"kind": kind, "step": trainer.step, "epoch": trainer.epoch, **(extra or {})}
         for name, m in result["metrics"].items():
             record[name], record[f"{name}_floor"] = m["value"], m["floor"]
         record["eval_time_s"] = result["seconds"]
@@ -266,3 +286,18 @@ class EvaluateDuringTraining:
         record["domain_test_auc"], record["domain_test_acc"] = info["test_auc"], info["test_acc"]
         log.scalars(record)
         save_closest_pairs(images, trainer.data, result["memorisation"], trainer.out / "nearest_train.png")
+        return result["metrics"]
+
+    @staticmethod
+    def _keep_if_best(trainer, log, metric: dict) -> None:
+        """Save the training state as checkpoints/best.pt when ``metric`` beats the best so far (run.json "best")."""
+        from medgan import io
+        from medgan.train import BEST_CHECKPOINT
+
+        name = trainer.cfg.keep_best
+        score = badness(name, metric["value"], metric["floor"])
+        best = log.info.get("best")
+        if best is None or best["metric"] != name or score < best["badness"]:
+            io.save_torch(trainer.out / BEST_CHECKPOINT, trainer.state())
+            log.status(best={"metric": name, "value": metric["value"], "floor": metric["floor"], "badness": score,
+                             "epoch": trainer.epoch, "step": trainer.step, "split": "val"})
