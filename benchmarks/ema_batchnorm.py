@@ -12,14 +12,33 @@ import json
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from medgan.data import load_dataset
-from medgan.ema import standing_statistics
 from medgan.evaluation.evaluate import evaluate
 from medgan.sample import generate
 from medgan.train import CHECKPOINT, Trainer, config_for_resume
 
 METRICS = ("c2st", "recall_domain", "fd_domain")
+
+
+@torch.no_grad()
+def standing_statistics(module: nn.Module, inputs) -> None:
+    """Recompute ``module``'s batch-norm running statistics as the plain mean over forward passes of
+    ``inputs`` (an iterable of argument tuples): BigGAN's "standing statistics". An averaged generator's
+    layers see other activations than the raw generator whose statistics ``EMA.update`` copies."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.training) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the passes
+        m.train()
+    if norms:
+        for args in inputs:
+            module(*args)
+    for m, (momentum, training) in zip(norms, saved):
+        m.momentum = momentum
+        m.train(training)
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 Not ``torch.optim.swa_utils.AveragedModel``: its EMA has a fixed decay, so after the few hundred steps
 of a short run a 0.999 average is still mostly the random initialisation. This one warms up like
 TensorFlow's ``ExponentialMovingAverage(num_updates=...)``: decay_t = min(decay, (1 + t) / (10 + t)).
-Buffers (batch-norm statistics) are copied, not averaged.
+Buffers (batch-norm statistics) are copied, not averaged: recomputing them from the averaged net
+("standing statistics") changed no metric beyond the C2ST's own noise (benchmarks/RESULTS.md "ema_batchnorm").
 """
 
 from __future__ import annotations
@@ -31,21 +32,3 @@ class EMA:
             mine.copy_(theirs)
         self.updates += 1
 
-
-@torch.no_grad()
-def standing_statistics(module: nn.Module, inputs) -> None:
-    """Recompute ``module``'s batch-norm running statistics as the plain mean over forward passes of
-    ``inputs`` (an iterable of argument tuples): BigGAN's "standing statistics". An averaged generator's
-    layers see other activations than the raw generator whose statistics ``EMA.update`` copies."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [(m.momentum, m.training) for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the passes
-        m.train()
-    if norms:
-        for args in inputs:
-            module(*args)
-    for m, (momentum, training) in zip(norms, saved):
-        m.momentum = momentum
-        m.train(training)
