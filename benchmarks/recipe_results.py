@@ -1,9 +1,9 @@
 """Sample quality of training recipes against the seed-style MLP baseline, per dataset and seed.
 
 Each run is an ordinary ``medgan train`` run (resumable: re-running the command skips finished runs and
-resumes interrupted ones) with a wall-time budget: training stops at its configured epochs or at the end of
-the first epoch that passes ``--minutes``, whichever comes first. The run is then evaluated once with the domain extractor on ``--samples`` images
-from the sampling generator (EMA weights when the recipe has them) against the real test split, beside
+resumes interrupted ones) with a wall-time budget (``max_minutes = --minutes``): training stops at its
+configured epochs or at the end of the first epoch past the budget, whichever comes first. The run is then
+evaluated once with the domain extractor on ``--samples`` images from the sampling generator (EMA weights when the recipe has them) against the real test split, beside
 each metric's real-vs-real floor. The table (mean ± std over seeds; the floor's mean in brackets) is printed
 and written to OUT/results.md and results.json.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import time
@@ -37,35 +38,15 @@ REFERENCES = {"baseline": {"model": "mlp", "loss": "lsgan", "epochs": 50}, "dcga
 METRICS = ("c2st", "kid_domain", "precision_domain", "recall_domain", "fd_domain")
 
 
-class AfterMinutes:
-    """Epoch hook base: ``passed()`` once the run's total training time (``already`` seconds before this
-    segment) is over ``minutes``."""
-
-    def __init__(self, minutes: float, already: float):
-        self.seconds, self.start = 60 * minutes, time.time() - already
-
-    def passed(self) -> bool:
-        return time.time() - self.start > self.seconds
-
-
-class TimeBudget(AfterMinutes):
-    """Ask the trainer to stop once the budget has passed."""
-
-    def __call__(self, trainer, log) -> None:
-        if self.passed():
-            trainer.stop_requested = True
-
-
-class Snapshot(AfterMinutes):
-    """Keep the training state at the first epoch end past ``minutes`` (an equal-time comparison with
-    shorter-budget runs, from the same run)."""
+class Snapshot:
+    """Epoch hook: keep the training state at the first epoch end after ``minutes`` of the run's training
+    time (``already`` seconds before this segment): an equal-time comparison with shorter budgets, from the same run."""
 
     def __init__(self, minutes: float, path: Path, already: float):
-        super().__init__(minutes, already)
-        self.path = path
+        self.seconds, self.start, self.path = 60 * minutes, time.time() - already, path
 
     def __call__(self, trainer, log) -> None:
-        if not self.path.exists() and self.passed():
+        if not self.path.exists() and time.time() - self.start > self.seconds:
             io.save_torch(self.path, trainer.state())
 
 
@@ -73,25 +54,25 @@ def snapshot_path(out: Path, minutes: float) -> Path:
     return out / "checkpoints" / f"at_{minutes:g}min.pt"
 
 
-def config_for(name: str, dataset: str, seed: int, size: int, data_root: str, out: Path, overrides: dict) -> TrainConfig:
+def config_for(name: str, dataset: str, seed: int, size: int, data_root: str, out: Path, overrides: dict, minutes: float) -> TrainConfig:
     values = REFERENCES[name] if name in REFERENCES else recipe(name, size)
     return from_dict({**values, **overrides, "dataset": dataset, "size": size, "seed": seed, "data_root": data_root,
-                      "out": str(out), "eval_every": 0})
+                      "out": str(out), "eval_every": 0, "max_minutes": minutes})
 
 
-def run_one(cfg: TrainConfig, minutes: float, samples: int, snapshots: list[float] = ()) -> dict:
+def run_one(cfg: TrainConfig, samples: int, snapshots: list[float] = ()) -> dict:
     out = Path(cfg.out)
     result_path = out / "recipe_result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
     resume = (out / CHECKPOINT).exists()
     trainer = Trainer(config_for_resume(out, {}) if resume else cfg, progress=False, tensorboard=False)
-    done = json.loads((out / "run.json").read_text()).get("wall_time_s", 0.0) if resume else 0.0
-    if done < 60 * minutes:
-        trainer.epoch_hooks.append(TimeBudget(minutes, done))
-        trainer.epoch_hooks += [Snapshot(m, snapshot_path(out, m), done) for m in snapshots if m < minutes]
+    info = json.loads((out / "run.json").read_text()) if resume else {}
+    if info.get("status") != "finished":
+        budget = trainer.cfg.max_minutes or math.inf
+        trainer.epoch_hooks += [Snapshot(m, snapshot_path(out, m), info.get("wall_time_s", 0.0)) for m in snapshots if m < budget]
         trainer.fit(resume=resume)
-    else:  # the budget was used up: evaluate the last checkpoint
+    else:  # trained, not yet evaluated
         trainer.load(out / CHECKPOINT)
     if trainer.stop_requested and trainer.batch_index:  # stopped by a signal mid-epoch: resume later
         raise KeyboardInterrupt
@@ -162,8 +143,9 @@ def main() -> None:
             for seed in args.seeds:
                 label = "+".join([name, *(f"{k}={v}" for k, v in overrides.items() if name != "baseline")])
                 out = Path(args.out) / dataset / label / f"s{seed}"
-                cfg = config_for(name, dataset, seed, args.size, args.data_root, out, overrides if name != "baseline" else {})
-                result = run_one(cfg, args.minutes if name != "baseline" else 1e9, args.samples, args.snapshot_minutes)
+                cfg = config_for(name, dataset, seed, args.size, args.data_root, out, overrides if name != "baseline" else {},
+                                 args.minutes if name != "baseline" else 0.0)  # the seed baseline: its 50 epochs
+                result = run_one(cfg, args.samples, args.snapshot_minutes)
                 results.append(result)
                 print(dataset, name, seed, f"{result['epochs']} epochs {result['train_minutes']:.1f} min",
                       {m: round(result["metrics"][m]["value"], 4) for m in METRICS}, flush=True)

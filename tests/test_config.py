@@ -33,6 +33,9 @@ def test_unknown_key_is_rejected_with_a_suggestion():
         ({"r1": -1.0}, "r1 must be >= 0"),
         ({"lr_d": -1.0}, "lr_d >= 0"),
         ({"precision": "fp16"}, "precision must be one of fp32, bf16, auto"),
+        ({"max_minutes": -1.0}, "max_minutes must be >= 0"),
+        ({"keep_best": "fid"}, "keep_best must be one of c2st"),
+        ({"keep_best": "c2st", "eval_every": 0}, "set eval_every >= 1"),
     ],
 )
 def test_bad_values_name_the_choices(values, message):

@@ -115,10 +115,11 @@ def test_evaluate_cli_on_npz_and_on_a_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "40")
     root = write_medmnist(tmp_path / "data", n=(256, 32, 64))
     run = tmp_path / "run"
-    assert main(["train", "--dataset", "pneumoniamnist", "--data-root", str(root), "--epochs", "1", "--batch-size", "64",
-                 "--eval-every", "1", "--eval-samples", "128", "--no-progress", "--no-tensorboard", "--out", str(run)]) == 0
+    # 4 epochs, evaluation every 5, but a budget over within the first epoch: it ends, evaluated, after epoch 1
+    assert main(["train", "--dataset", "pneumoniamnist", "--data-root", str(root), "--epochs", "4", "--max-minutes", "1e-6", "--batch-size", "64",
+                 "--eval-every", "5", "--eval-samples", "128", "--no-progress", "--no-tensorboard", "--out", str(run)]) == 0
     evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
-    assert len(evals) == 1 and "fd_domain" in evals[0] and "fd_domain_floor" in evals[0]
+    assert len(evals) == 1 and evals[0]["epoch"] == 1 and "fd_domain" in evals[0] and "fd_domain_floor" in evals[0]
     assert main(["evaluate", str(run), "-n", "200", "--extractor", "domain"]) == 0
     result = json.loads((run / "metrics.json").read_text())
     assert result["n_generated"] == 200 and result["extractors"]["domain"]["available"]

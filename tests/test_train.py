@@ -274,3 +274,23 @@ def test_auto_precision_resolves_per_device_and_is_written_to_the_config(tmp_pat
     assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     assert resolve_precision("auto", torch.device("mps")) == "fp32"
 
+
+
+def test_max_minutes_finishes_the_run_after_the_epoch_past_the_budget_and_resume_can_extend_it(tmp_path):
+    trainer = run(tmp_path, "budget", epochs=3, max_minutes=1e-6)  # the budget is over within the first epoch
+    info = json.loads((tmp_path / "budget" / "run.json").read_text())
+    assert trainer.epoch == 1 and trainer.last_epoch
+    assert info["status"] == "finished" and info["stopped_by"] == "max_minutes" and info["epochs_done"] == 1
+    cfg = config_for_resume(tmp_path / "budget", {"max_minutes": 1000.0})
+    resumed = Trainer(cfg, data=tiny_data(), progress=False)
+    resumed.fit(resume=True)
+    info = json.loads((tmp_path / "budget" / "run.json").read_text())
+    assert resumed.epoch == 3 and info["stopped_by"] == "epochs" and len(info["segments"]) == 2
+
+
+def test_max_minutes_counts_earlier_segments(tmp_path):
+    run(tmp_path, "seg", epochs=1, max_minutes=1000.0)
+    spent = json.loads((tmp_path / "seg" / "run.json").read_text())["wall_time_s"]
+    resumed = Trainer(config_for_resume(tmp_path / "seg", {"epochs": 5, "max_minutes": spent / 60 / 2}), data=tiny_data(), progress=False)
+    resumed.fit(resume=True)
+    assert resumed.epoch == 2  # already past the budget before the resumed segment: one more epoch, then stop

@@ -18,6 +18,7 @@ TRAIN_FLAGS = {
     "--model": (str, "mlp, mlp-bn, dcgan, resnet or progressive"),
     "--loss": (str, "gan, lsgan, wgan, wgan-gp or hinge"),
     "--epochs": (int, "number of epochs (default 50)"),
+    "--max-minutes": (float, "wall-time budget: stop after the first epoch that ends past it, counting resumed segments (default 0 = none)"),
     "--batch-size": (int, "batch size (default 64)"),
     "--lr": (float, "Adam learning rate (default 2e-4)"),
     "--lr-d": (float, "discriminator learning rate, for two time-scale updates (default 0 = --lr)"),

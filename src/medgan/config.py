@@ -33,6 +33,7 @@ class TrainConfig:
     model: str = "mlp"
     loss: str = "lsgan"
     epochs: int = 50
+    max_minutes: float = 0.0  # wall-time budget over all of a run's segments: stop after the first epoch past it; 0 = none
     batch_size: int = 64
     lr: float = 2e-4  # generator learning rate (and D's unless lr_d is set)
     lr_d: float = 0.0  # discriminator learning rate for two time-scale updates (TTUR); 0 = lr
@@ -113,6 +114,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise MedganError(f"n_critic must be >= 1 (or 0 for the loss's default), got {cfg.n_critic}")
     if not cfg.lr > 0 or cfg.lr_d < 0:
         raise MedganError(f"lr must be > 0 and lr_d >= 0 (0 = lr), got {cfg.lr}, {cfg.lr_d}")
+    if cfg.max_minutes < 0:
+        raise MedganError(f"max_minutes must be >= 0 (0 = no time budget), got {cfg.max_minutes}")
     if cfg.r1 < 0:
         raise MedganError(f"r1 must be >= 0 (0 = no R1 penalty), got {cfg.r1}")
     if not 0 <= cfg.ema < 1:

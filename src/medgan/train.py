@@ -111,6 +111,7 @@ class Trainer:
         self.step_hooks: list = []  # callables(trainer) run after every step (tests, extensions)
         self.epoch_hooks: list = []  # callables(trainer, log) run after every epoch (evaluation)
         self.stop_requested = False
+        self.deadline, self.last_epoch = math.inf, False  # set by fit from max_minutes; by the loop at each epoch end
         # Progressive training swaps self.data per stage and sets the fade-in before each step.
         self.progression = Progression(cfg, self.data, given=data is not None) if cfg.model == "progressive" else None
         if cfg.eval_every:
@@ -236,6 +237,8 @@ class Trainer:
             log.truncate_after(self.step)
         log.started(str(self.device), resume)
         t_start = time.time()
+        earlier = sum(segment.get("wall_time_s", 0.0) for segment in log.info["segments"][:-1])
+        self.deadline = t_start + 60 * cfg.max_minutes - earlier if cfg.max_minutes else math.inf
         try:
             with self._signals_stop_training():
                 self._loop(log)
@@ -252,7 +255,8 @@ class Trainer:
         if self.stop_requested:
             log.status(status="interrupted", epochs_done=self.epoch)
         else:
-            log.status(status="finished", epochs_done=self.epoch, finished=time.time())
+            log.status(status="finished", epochs_done=self.epoch, finished=time.time(),
+                       stopped_by="epochs" if self.epoch == cfg.epochs else "max_minutes")
         return self.out
 
     def _loop(self, log: RunLog) -> None:
@@ -294,8 +298,10 @@ class Trainer:
             self.epoch += 1
             self.batch_index = 0
             self.epoch_shuffle_state = self.shuffle.get_state()
+            # The run's last epoch: all of them, or past max_minutes (epoch hooks read it, e.g. the final evaluation).
+            self.last_epoch = self.epoch == cfg.epochs or time.time() > self.deadline
             self._end_epoch(log, epoch_records)  # writes the checkpoint
-            if self.stop_requested:  # a signal on the epoch's last step, or an epoch hook (e.g. a time budget)
+            if self.stop_requested or self.last_epoch:  # a signal on the epoch's last step, an epoch hook, or the end
                 break
             t_interval = time.perf_counter()
         bar.close()
@@ -370,13 +376,13 @@ def train(cfg: TrainConfig, resume: bool = False, **kwargs) -> Path:
 
 
 def config_for_resume(run_dir: Path, overrides: dict) -> TrainConfig:
-    """The run's own config; only how long and where it runs (epochs, device, precision) may change."""
+    """The run's own config; only how long and where it runs (epochs, max_minutes, device, precision) may change."""
     path = Path(run_dir) / "config.toml"
     if not path.exists():
         raise MedganError(f"nothing to resume: {path} does not exist")
     cfg = load_toml(path)
-    changeable = ("epochs", "device", "precision")
+    changeable = ("epochs", "max_minutes", "device", "precision")
     changed = {k: v for k, v in overrides.items() if k not in (*changeable, "out") and v != getattr(cfg, k)}
     if changed:
-        raise MedganError(f"cannot change {', '.join(sorted(changed))} when resuming {run_dir}; only --epochs, --device and --precision")
+        raise MedganError(f"cannot change {', '.join(sorted(changed))} when resuming {run_dir}; only --epochs, --max-minutes, --device and --precision")
     return cfg.replace(**{k: v for k, v in overrides.items() if k in changeable})

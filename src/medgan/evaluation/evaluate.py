@@ -250,7 +250,7 @@ class EvaluateDuringTraining:
 
     def __call__(self, trainer, log) -> None:
         cfg = trainer.cfg
-        last = trainer.epoch == cfg.epochs
+        last = trainer.last_epoch
         if trainer.epoch % cfg.eval_every and not last:
             return
         from medgan.data import load_dataset
