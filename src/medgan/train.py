@@ -347,8 +347,10 @@ class Trainer:
     def _progress_bar(self, n_batches: int):
         from tqdm.auto import tqdm
 
-        done = self.epoch * n_batches + self.batch_index
-        return tqdm(total=self.cfg.epochs * n_batches, initial=done, disable=not self.progress, unit="step", desc=f"{self.cfg.model}-{self.cfg.loss}", dynamic_ncols=True)
+        cfg, done = self.cfg, self.epoch * n_batches + self.batch_index
+        # A time budget ends the run before its epochs: no percentage then, the budget in the description.
+        total, budget = (None, f" ({cfg.max_minutes:g} min budget)") if cfg.max_minutes else (cfg.epochs * n_batches, "")
+        return tqdm(total=total, initial=done, disable=not self.progress, unit="step", desc=f"{cfg.model}-{cfg.loss}{budget}", dynamic_ncols=True)
 
     @contextmanager
     def _signals_stop_training(self):
