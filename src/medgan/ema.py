@@ -31,4 +31,3 @@ class EMA:
         for mine, theirs in zip(self.module.buffers(), module.buffers()):
             mine.copy_(theirs)
         self.updates += 1
-
