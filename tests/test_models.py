@@ -86,6 +86,13 @@ def test_spectral_norm_keeps_top_singular_value_near_one(model):
 def test_best_preset_is_chosen_per_size():
     from medgan.recipes import recipe
 
-    assert recipe("best", 28)["model"] == "dcgan" and not recipe("best", 28).get("spectral_norm")
-    assert recipe("best", 64) == recipe("small-data", 64) and recipe("best", 64)["width"] == 32
+    best = recipe("best", 28)
+    assert best["model"] == "dcgan" and best["ema"] == 0.999 and not best.get("spectral_norm")
+    budget = {"precision": "auto", "max_minutes": 45.0}  # the measured budget, at every size
+    assert all(recipe("best", size).items() >= budget.items() for size in (28, 64, 128, 224))
+
+    def recipe_only(r):
+        return {k: v for k, v in r.items() if k not in (*budget, "epochs")}
+
+    assert recipe_only(recipe("best", 64)) == recipe_only(recipe("small-data", 64)) and recipe("best", 64)["width"] == 32
     assert recipe("best", 100)["size"] == 100 and recipe("best", 224)["width"] == 16
