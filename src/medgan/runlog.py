@@ -70,6 +70,10 @@ class RunLog:
         self.info.setdefault("segments", []).append({"started": now, "device": device, "resumed": resumed})
         self.status(status="running", device=device, versions=versions(), error=None)
 
+    def training_seconds(self) -> float:
+        """Wall time of the run's finished segments together."""
+        return sum(segment.get("wall_time_s", 0.0) for segment in self.info.get("segments", []))
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()

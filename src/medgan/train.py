@@ -235,9 +235,9 @@ class Trainer:
         log = RunLog(self.out, tensorboard=self.tensorboard)
         if resume:
             log.truncate_after(self.step)
+        earlier = log.training_seconds()
         log.started(str(self.device), resume)
         t_start = time.time()
-        earlier = sum(segment.get("wall_time_s", 0.0) for segment in log.info["segments"][:-1])
         self.deadline = t_start + 60 * cfg.max_minutes - earlier if cfg.max_minutes else math.inf
         try:
             with self._signals_stop_training():
@@ -250,7 +250,7 @@ class Trainer:
             raise
         finally:
             log.info["segments"][-1]["wall_time_s"] = time.time() - t_start
-            log.status(wall_time_s=sum(s.get("wall_time_s", 0.0) for s in log.info["segments"]))
+            log.status(wall_time_s=log.training_seconds())
             log.close()
         if self.stop_requested:
             log.status(status="interrupted", epochs_done=self.epoch)
