@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from medgan import MedganError
 
-# "best" at 28 px first was what won the measurements at CPU budgets (benchmarks/RESULTS.md "recipes"; PneumoniaMNIST
-# 2 seeds x 20 min, BreastMNIST 10 min, one thread): the plain DCGAN (batch norm, LSGAN, Adam 2e-4 (0.5,
+# "best" at 28 px first was what won the measurements at CPU budgets (benchmarks/RESULTS.md "recipes";
+# PneumoniaMNIST 2 seeds x 20 min, BreastMNIST 10 min, one thread): the plain DCGAN (batch norm, LSGAN, Adam 2e-4 (0.5,
 # 0.999)) scored as well as or better than "small-data" on every metric on average (PneumoniaMNIST C2ST
 # 0.861 vs 0.877, FD 13.1 vs 35.5, recall 0.83 vs 0.74). "small-data" (spectral norm, hinge, DiffAugment,
 # EMA) had the single best C2ST (0.767) but varied a lot across seeds. ResNet nets were too slow on the
@@ -18,6 +18,8 @@ _DCGAN_28 = {"model": "dcgan", "loss": "lsgan", "width": 64, "lr": 2e-4, "beta1"
 # where the hardware has it (benchmarks/RESULTS.md "recipes", 3 seeds x 45 min, 2026-12-02): PneumoniaMNIST
 # C2ST 0.524 +- 0.029 vs 0.731 +- 0.195 for the same runs' raw generator; BreastMNIST FD 18.1 vs 26.1, recall
 # 0.75 vs 0.72 (C2ST 0.94 vs 0.93, too noisy there to rank them).
+# Tried on top of it on BreastMNIST and not kept (RESULTS "recipes", second 2026-12-02 session): DiffAugment
+# (FD 93-109 against 19 at 20 min), R1 gamma 0.1 (no change), EMA 0.9999 (3 seeds x 45 min: within the spread).
 _BUDGET = {"precision": "auto", "max_minutes": 45.0, "epochs": 10000}
 _BEST_28 = {**_DCGAN_28, "ema": 0.999, **_BUDGET}
 _SMALL_DATA_28 = {
