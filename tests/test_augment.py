@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from medgan.augment import AugmentedDiscriminator, TRANSFORMS, diff_augment, parse_policy
+from medgan.augment import AdaptiveAugment, AugmentedDiscriminator, TRANSFORMS, diff_augment, parse_policy
 
 
 def images(n=6, c=1, size=28, seed=0):
@@ -59,3 +59,28 @@ def test_policy_errors():
     with pytest.raises(ValueError, match="unknown augmentation.*choose from"):
         parse_policy("translation,flip")
     assert torch.equal(diff_augment(images(), ""), images())
+
+
+def test_probability_p_augments_that_fraction_of_images_and_stays_differentiable():
+    x = torch.ones(2000, 1, 8, 8, requires_grad=True)
+    torch.manual_seed(0)
+    assert torch.equal(diff_augment(x, "cutout", torch.tensor(0.0)), x)
+    y = diff_augment(x, "cutout", torch.tensor(0.3))
+    cut = (y == 0).flatten(1).any(1).float()
+    assert 0.25 < cut.mean() < 0.35  # each image is cut with probability 0.3
+    assert ((y == 0).flatten(1).sum(1)[cut.bool()] == 16).all()  # and those fully, the others not at all
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(grad, (y != 0).float())  # gradient 1 where the image passes through, 0 where cut
+
+
+def test_ada_raises_p_while_d_is_surer_than_the_target_and_lowers_it_otherwise():
+    ada = AdaptiveAugment(target=0.6, batch_size=50, device="cpu", images_to_full=1000)  # steps of 0.05
+    disc = AugmentedDiscriminator(torch.nn.Identity(), "cutout", ada.p)
+    assert ada.p.item() == 0 and torch.equal(disc(torch.ones(4, 1, 8, 8)), torch.ones(4, 1, 8, 8))
+    for _ in range(30):
+        ada.update(torch.tensor(0.9))  # D calls 95% of the real images real: overfitting
+    assert ada.p.item() == 1.0  # clamped; and the discriminator sees the same tensor
+    assert (disc(torch.ones(4, 1, 8, 8)) == 0).flatten(1).any(1).all()
+    for _ in range(4):
+        ada.update(torch.tensor(0.2))
+    assert abs(ada.p.item() - 0.8) < 1e-6

@@ -206,14 +206,17 @@ def test_ema_weights_differ_are_checkpointed_and_used_for_sampling(tmp_path):
     assert not torch.equal(generate(loaded, 8, seed=1), generate(trainer.generator.eval(), 8, seed=1))
 
 
-def test_resume_with_ema_and_augment_gives_the_same_run(tmp_path):
-    opts = {"model": "dcgan", "loss": "hinge", "ema": 0.99, "augment": "translation", "spectral_norm": True}
+def test_resume_with_ema_and_adaptive_augment_gives_the_same_run(tmp_path):
+    opts = {"model": "dcgan", "loss": "hinge", "ema": 0.99, "augment": "translation", "augment_target": 0.6, "spectral_norm": True}
     full = run(tmp_path, "full", epochs=2, **opts)
     run(tmp_path, "part", epochs=1, **opts)
     resumed = Trainer(config_for_resume(tmp_path / "part", {"epochs": 2}), data=tiny_data(), progress=False)
     resumed.fit(resume=True)
     assert torch.equal(weights(full), weights(resumed))
     assert all(torch.equal(a, b) for a, b in zip(full.ema.module.state_dict().values(), resumed.ema.module.state_dict().values()))
+    assert resumed.ada.p.item() == full.ada.p.item() == load_torch(full.out / "checkpoints" / "last.pt")["augment_p"]
+    steps = records(full.out)
+    assert steps and all(0 <= r["augment_p"] <= 1 and -1 <= r["d_real_sign"] <= 1 for r in steps)
 
 
 

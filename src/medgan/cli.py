@@ -30,6 +30,7 @@ TRAIN_FLAGS = {
     "--spectral-norm": (bool, "spectral normalisation on every layer of D (default off)"),
     "--r1": (float, "R1 penalty weight gamma on D's gradient at real images (default 0 = off)"),
     "--augment": (str, "DiffAugment policy for D's inputs: comma-separated translation,cutout,color (default off)"),
+    "--augment-target": (float, "ADA: apply the augment policy with a probability adapted so that D's sign on real images averages this, e.g. 0.6 (default 0 = always)"),
     "--conditional": (bool, "class-conditional G and D on the dataset's labels (one sample-grid row per class)"),
     "--ema": (float, "decay of the generator weight average used for samples and evaluation, e.g. 0.999 (default 0 = off)"),
     "--stages": (str, "progressive: SIZE:EPOCHS of every stage but the last, e.g. 32:10,64 (the last stage takes the remaining epochs)"),

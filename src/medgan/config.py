@@ -21,6 +21,7 @@ import tomli_w
 
 from medgan import MedganError
 from medgan.augment import parse_policy
+from medgan.losses import LOSSES
 from medgan.progressive import StageSchedule
 
 
@@ -45,6 +46,7 @@ class TrainConfig:
     spectral_norm: bool = False  # spectral normalisation on every layer of D (then no batch norm in D)
     r1: float = 0.0  # R1 penalty weight gamma on D's gradient at real images; 0 = off
     augment: str = ""  # DiffAugment policy for D's inputs, e.g. "translation,cutout" (also: color); "" = off
+    augment_target: float = 0.0  # ADA: apply each augmentation with a probability adapted so E[sign D(real)] stays near this (e.g. 0.6); 0 = always apply
     ema: float = 0.0  # decay of the generator's weight average used for samples and evaluation; 0 = off
     conditional: bool = False  # class-conditional G and D (projection), on the dataset's labels
     n_classes: int = 0  # set from the data when conditional: classes (or findings, multi-label)
@@ -75,7 +77,6 @@ POSITIVE = {"size", "epochs", "batch_size", "latent_dim", "width", "eval_samples
 
 
 def _choices() -> dict[str, list[str]]:
-    from medgan.losses import LOSSES
     from medgan.models import MODELS
 
     return {"model": sorted(MODELS), "loss": sorted(LOSSES)}
@@ -124,6 +125,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         parse_policy(cfg.augment)
     except ValueError as e:
         raise MedganError(f"augment: {e}") from None
+    if not 0 <= cfg.augment_target < 1:
+        raise MedganError(f"augment_target must be in [0, 1) (e.g. 0.6; 0 = always augment), got {cfg.augment_target}")
+    if cfg.augment_target and not cfg.augment:
+        raise MedganError("augment_target adapts how often the augment policy is applied: set augment too, e.g. \"translation,cutout\"")
+    if cfg.augment_target and LOSSES[cfg.loss].undecided is None:
+        raise MedganError(f"augment_target needs a loss whose D says real or fake (gan, lsgan, hinge); {cfg.loss} is a critic")
     if cfg.model == "progressive" or cfg.stages:
         StageSchedule.from_config(cfg)  # raises MedganError saying what is wrong with the schedule
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):

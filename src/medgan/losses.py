@@ -27,6 +27,7 @@ class GANLoss:
     name = "?"
     n_critic = 1  # default D steps per G step
     wasserstein = False  # a critic: no batch norm in D, logs the Wasserstein estimate
+    undecided: float | None = 0.0  # D's output halfway between "real" and "fake" (None: a critic has no such point)
 
     def __init__(self, r1: float = 0.0):
         self.r1 = r1  # gamma of the R1 penalty, gamma / 2 * E ||grad D(real)||^2; 0 = off
@@ -50,7 +51,10 @@ class GANLoss:
         raise NotImplementedError
 
     def stats(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> dict:
-        return {"d_real": real_out.detach().mean(), "d_fake": fake_out.detach().mean()}
+        stats = {"d_real": real_out.detach().mean(), "d_fake": fake_out.detach().mean()}
+        if self.undecided is not None:  # ADA's overfitting heuristic r_t: 1 = D calls every real image real
+            stats["d_real_sign"] = torch.sign(real_out.detach().float() - self.undecided).mean()
+        return stats
 
     def after_d_step(self, disc: nn.Module) -> None:
         """Hook run after each discriminator optimiser step (weight clipping)."""
@@ -70,6 +74,8 @@ class BCELoss(GANLoss):
 @register("lsgan")
 class LeastSquaresLoss(GANLoss):
     """LSGAN (Mao et al. 2017), targets a=0, b=c=1."""
+
+    undecided = 0.5
 
     def d_from_scores(self, real_out, fake_out):
         return 0.5 * ((real_out - 1).pow(2).mean() + fake_out.pow(2).mean())
@@ -95,6 +101,7 @@ class WassersteinLoss(GANLoss):
 
     n_critic = 5
     wasserstein = True
+    undecided = None
 
     def __init__(self, clip: float = 0.01, **options):
         super().__init__(**options)

@@ -18,7 +18,7 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from medgan import MedganError, io
-from medgan.augment import AugmentedDiscriminator
+from medgan.augment import AdaptiveAugment, AugmentedDiscriminator
 from medgan.config import TrainConfig, default_out, to_toml, load_toml
 from medgan.data import ImageSet, load_dataset
 from medgan.ema import EMA
@@ -93,8 +93,9 @@ class Trainer:
         self.generator, self.discriminator = (
             m.to(self.device) for m in nets_for(cfg)
         )
-        # What the losses call D: the discriminator behind DiffAugment when that is on.
-        self.critic = AugmentedDiscriminator(self.discriminator, cfg.augment) if cfg.augment else self.discriminator
+        # What the losses call D: the discriminator behind DiffAugment when that is on (applied as often as ADA says).
+        self.ada = AdaptiveAugment(cfg.augment_target, cfg.batch_size, self.device) if cfg.augment_target else None
+        self.critic = AugmentedDiscriminator(self.discriminator, cfg.augment, self.ada.p if self.ada else 1.0) if cfg.augment else self.discriminator
         self.ema = EMA(self.generator, cfg.ema) if cfg.ema else None
         self.opt_g = make_optimizer(self.generator.parameters(), cfg, cfg.lr)
         self.opt_d = make_optimizer(self.discriminator.parameters(), cfg, cfg.lr_d or cfg.lr)
@@ -146,7 +147,8 @@ class Trainer:
     # ----- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
         ema = {"generator_ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates} if self.ema else {}
-        return ema | {
+        ada = {"augment_p": self.ada.p.item()} if self.ada else {}
+        return ema | ada | {
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(),
@@ -173,6 +175,8 @@ class Trainer:
             if self.ema:
                 self.ema.module.load_state_dict(state["generator_ema"])
                 self.ema.updates = state["ema_updates"]
+            if self.ada:
+                self.ada.p.fill_(state["augment_p"])
         except (RuntimeError, KeyError, EOFError, OSError) as e:
             raise MedganError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {e}); start a new run with another --out") from None
         self.epoch, self.batch_index, self.step = state["epoch"], state["batch_index"], state["step"]
@@ -204,6 +208,9 @@ class Trainer:
         self.opt_d.step()
         loss.after_d_step(self.discriminator)
         record = {"d_loss": d_loss.detach(), **stats}
+        if self.ada:
+            record["augment_p"] = self.ada.p.clone()  # the p this step used
+            self.ada.update(stats["d_real_sign"])
         if generator_step:
             self.critic.requires_grad_(False)  # gradients flow through D to G, but none are stored for D
             with autocast():
