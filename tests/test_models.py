@@ -88,6 +88,7 @@ def test_best_preset_is_chosen_per_size():
 
     best = recipe("best", 28)
     assert best["model"] == "dcgan" and best["ema"] == 0.999 and not best.get("spectral_norm")
+    assert best["augment"] == "translation,cutout" and best["augment_target"] == 0.6  # ADA
     budget = {"precision": "auto", "max_minutes": 45.0}  # the measured budget, at every size
     assert all(recipe("best", size).items() >= budget.items() for size in (28, 64, 128, 224))
 
