@@ -33,6 +33,7 @@ def test_unknown_key_is_rejected_with_a_suggestion():
         ({"augment": "translation", "augment_target": 1.5}, r"augment_target must be in \[0, 1\)"),
         ({"augment_target": 0.6}, "set augment too"),
         ({"augment": "translation", "augment_target": 0.6, "loss": "wgan-gp"}, "wgan-gp is a critic"),
+        ({"minibatch_std": True}, "minibatch_std is an option of the dcgan and resnet"),
         ({"r1": -1.0}, "r1 must be >= 0"),
         ({"lr_d": -1.0}, "lr_d >= 0"),
         ({"precision": "fp16"}, "precision must be one of fp32, bf16, auto"),

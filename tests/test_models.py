@@ -97,3 +97,49 @@ def test_best_preset_is_chosen_per_size():
 
     assert recipe_only(recipe("best", 64)) == recipe_only(recipe("small-data", 64)) and recipe("best", 64)["width"] == 32
     assert recipe("best", 100)["size"] == 100 and recipe("best", 224)["width"] == 16
+
+
+def test_minibatch_stddev_per_group():
+    from medgan.models.minibatch_std import minibatch_stddev
+
+    torch.manual_seed(0)
+    h = torch.randn(8, 3, 2, 2)
+    out = minibatch_stddev(h, group_size=4)
+    assert out.shape == (8, 4, 2, 2) and torch.equal(out[:, :3], h)
+    for g in range(2):
+        expected = h[4 * g : 4 * g + 4].std(dim=0, unbiased=False).mean()
+        assert torch.allclose(out[4 * g : 4 * g + 4, 3], expected.expand(4, 2, 2), atol=1e-5)
+    changed = h.clone()
+    changed[7] += 5  # only the second group's statistic moves
+    again = minibatch_stddev(changed, group_size=4)
+    assert torch.equal(again[:4, 3], out[:4, 3]) and (again[4:, 3] > out[4:, 3]).all()
+    assert torch.allclose(minibatch_stddev(h)[:, 3], h.std(dim=0, unbiased=False).mean().expand(8, 2, 2), atol=1e-5)
+    assert minibatch_stddev(h[:6], group_size=4).shape == (6, 4, 2, 2)  # groups of gcd(4, 6) = 2
+    assert (minibatch_stddev(h[:1], group_size=4)[:, 3] == 0).all()
+    same = h[:1].expand(4, 3, 2, 2)  # identical images: no variety, and a finite gradient
+    same = same.clone().requires_grad_(True)
+    minibatch_stddev(same, group_size=4)[:, 3].sum().backward()
+    assert torch.isfinite(same.grad).all()
+
+
+@pytest.mark.parametrize("model,size", [("dcgan", 28), ("dcgan", 64), ("resnet", 28)])
+def test_minibatch_std_discriminator(model, size):
+    """D gets the batch's variety: its score of an image changes when the rest of its group changes."""
+    from medgan.models.minibatch_std import MinibatchStd
+
+    _, disc = build_models(model, (1, size, size), width=16, minibatch_std=True, batch_norm_in_d=False)
+    assert sum(isinstance(m, MinibatchStd) for m in disc.modules()) == 1
+    disc.eval()
+    x = torch.rand(4, 1, size, size) * 2 - 1
+    varied = disc(x)
+    dull = disc(torch.cat([x[:1], x[:1].expand(3, -1, -1, -1)]))
+    assert varied.shape == (4,) and not torch.allclose(varied[0], dull[0])
+    _, plain = build_models(model, (1, size, size), width=16, batch_norm_in_d=False)
+    plain.eval()
+    assert torch.allclose(plain(x)[:1], plain(torch.cat([x[:1], x[:1].expand(3, -1, -1, -1)]))[:1])
+
+
+def test_minibatch_std_with_projection_discriminator():
+    gen, disc = build_models("dcgan", (1, 28, 28), width=16, minibatch_std=True, n_classes=3)
+    y = torch.eye(3)[[0, 1, 2, 0]]
+    assert disc(gen(torch.randn(4, 100), y), y).shape == (4,)

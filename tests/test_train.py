@@ -171,6 +171,8 @@ def test_batch_larger_than_data(tmp_path):
     {"model": "resnet", "loss": "hinge", "spectral_norm": True},
     {"model": "resnet", "loss": "wgan-gp", "n_critic": 2},
     {"model": "dcgan", "loss": "gan", "r1": 1.0, "lr_d": 4e-4},
+    {"model": "dcgan", "loss": "lsgan", "minibatch_std": True, "augment": "translation", "augment_target": 0.6},
+    {"model": "resnet", "loss": "hinge", "spectral_norm": True, "minibatch_std": True},
     {"model": "mlp", "loss": "lsgan", "augment": "translation,cutout,color", "ema": 0.9},
 ])
 def test_recipe_options_train(tmp_path, options):
@@ -249,6 +251,7 @@ def test_bf16_losses_match_fp32_losses_for_the_same_weights(tmp_path):
 @pytest.mark.parametrize("options", [
     {"model": "mlp-bn", "loss": "gan"},
     {"model": "resnet", "loss": "hinge", "spectral_norm": True, "r1": 1.0, "augment": "translation,cutout,color", "ema": 0.9},
+    {"model": "dcgan", "loss": "lsgan", "minibatch_std": True},
     {"model": "progressive", "loss": "wgan-gp", "stages": "16:1,32", "size": 32, "fade_epochs": 0.5, "epochs": 2, "n_critic": 2},
 ])
 def test_bf16_trains_every_model_and_option(tmp_path, options):

@@ -28,6 +28,7 @@ TRAIN_FLAGS = {
     "--latent-dim": (int, "size of the noise vector (default 100)"),
     "--width": (int, "base channel width of the dcgan and resnet nets (default 64)"),
     "--spectral-norm": (bool, "spectral normalisation on every layer of D (default off)"),
+    "--minibatch-std": (bool, "D (dcgan, resnet) sees each group of 4 images' feature std as one more channel (default off)"),
     "--r1": (float, "R1 penalty weight gamma on D's gradient at real images (default 0 = off)"),
     "--augment": (str, "DiffAugment policy for D's inputs: comma-separated translation,cutout,color (default off)"),
     "--augment-target": (float, "ADA: apply the augment policy with a probability adapted so that D's sign on real images averages this, e.g. 0.6 (default 0 = always)"),

@@ -44,6 +44,7 @@ class TrainConfig:
     latent_dim: int = 100
     width: int = 64  # base channel width of convolutional nets (dcgan, resnet)
     spectral_norm: bool = False  # spectral normalisation on every layer of D (then no batch norm in D)
+    minibatch_std: bool = False  # D (dcgan, resnet) sees each group of 4 images' feature std as one more channel (ProGAN)
     r1: float = 0.0  # R1 penalty weight gamma on D's gradient at real images; 0 = off
     augment: str = ""  # DiffAugment policy for D's inputs, e.g. "translation,cutout" (also: color); "" = off
     augment_target: float = 0.0  # ADA: apply each augmentation with a probability adapted so E[sign D(real)] stays near this (e.g. 0.6); 0 = always apply
@@ -131,6 +132,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise MedganError("augment_target adapts how often the augment policy is applied: set augment too, e.g. \"translation,cutout\"")
     if cfg.augment_target and LOSSES[cfg.loss].undecided is None:
         raise MedganError(f"augment_target needs a loss whose D says real or fake (gan, lsgan, hinge); {cfg.loss} is a critic")
+    from medgan.models import MINIBATCH_STD_MODELS
+
+    if cfg.minibatch_std and cfg.model not in MINIBATCH_STD_MODELS:
+        raise MedganError(f"minibatch_std is an option of the {' and '.join(MINIBATCH_STD_MODELS)} discriminators"
+                          f" (progressive's always has it); model is {cfg.model!r}")
     if cfg.model == "progressive" or cfg.stages:
         StageSchedule.from_config(cfg)  # raises MedganError saying what is wrong with the schedule
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):

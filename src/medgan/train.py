@@ -58,7 +58,8 @@ def nets_for(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(generator, discriminator) a resolved config describes; Wasserstein critics get no batch norm."""
     shape = (cfg.channels, cfg.size, cfg.size)
     batch_norm_in_d = not build_loss(cfg.loss).wasserstein
-    return build_models(cfg.model, shape, cfg.latent_dim, batch_norm_in_d, cfg.width, cfg.spectral_norm, cfg.n_classes if cfg.conditional else 0)
+    return build_models(cfg.model, shape, cfg.latent_dim, batch_norm_in_d, cfg.width, cfg.spectral_norm,
+                        cfg.n_classes if cfg.conditional else 0, cfg.minibatch_std)
 
 
 def make_optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Adam:

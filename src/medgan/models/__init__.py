@@ -21,6 +21,7 @@ MODELS: dict[str, tuple] = {
     "resnet": (ResNetGenerator, ResNetDiscriminator),
     "progressive": (ProgressiveGenerator, ProgressiveDiscriminator),
 }
+MINIBATCH_STD_MODELS = ("dcgan", "resnet")  # progressive's D always has it
 
 
 def add_spectral_norm(module: nn.Module) -> nn.Module:
@@ -34,14 +35,16 @@ def add_spectral_norm(module: nn.Module) -> nn.Module:
 
 
 def build_models(name: str, shape: tuple[int, int, int], latent_dim: int = 100, batch_norm_in_d: bool = True, width: int = 64,
-                 spectral_norm: bool = False, n_classes: int = 0) -> tuple[nn.Module, nn.Module]:
+                 spectral_norm: bool = False, n_classes: int = 0, minibatch_std: bool = False) -> tuple[nn.Module, nn.Module]:
     """Return ``(generator, discriminator)`` for images of ``shape`` = (C, H, W).
 
     With ``spectral_norm`` every layer of D is spectrally normalised and D has no batch norm.
+    With ``minibatch_std`` D (dcgan, resnet) sees the batch's variety as one more feature channel.
     With ``n_classes`` the nets are class-conditional: G(z, y) and D(x, y) (see ``conditional``)."""
     gen_cls, disc_cls = MODELS[name]
     gen = gen_cls(shape, latent_dim=latent_dim * (2 if n_classes else 1), width=width)
-    disc = disc_cls(shape, batch_norm=batch_norm_in_d and not spectral_norm, width=width)
+    disc_options = {"minibatch_std": True} if minibatch_std else {}
+    disc = disc_cls(shape, batch_norm=batch_norm_in_d and not spectral_norm, width=width, **disc_options)
     if n_classes:
         gen, disc = ConditionalGenerator(gen, n_classes, latent_dim), ProjectionDiscriminator(disc, n_classes)
     return gen, add_spectral_norm(disc) if spectral_norm else disc

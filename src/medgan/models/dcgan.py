@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from medgan.models.minibatch_std import MinibatchStd
+
 
 def num_stages(size: int) -> int:
     """Number of 2x up/down-sampling stages between ``size`` and a 4-7 px base."""
@@ -60,9 +62,11 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """Strided convs + LeakyReLU; batch norm only when the loss allows it (never in Wasserstein critics)."""
+    """Strided convs + LeakyReLU; batch norm only when the loss allows it (never in Wasserstein critics).
 
-    def __init__(self, shape: tuple[int, int, int], width: int = 64, batch_norm: bool = True, **_):
+    ``minibatch_std`` appends the minibatch standard deviation (groups of 4) as a channel before the head."""
+
+    def __init__(self, shape: tuple[int, int, int], width: int = 64, batch_norm: bool = True, minibatch_std: bool = False, **_):
         super().__init__()
         channels, size, _ = shape
         k = num_stages(size)
@@ -73,8 +77,9 @@ class DCGANDiscriminator(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not batch_norm)]
             layers += [nn.BatchNorm2d(c_out)] if batch_norm else []
             layers += [nn.LeakyReLU(0.2, inplace=True)]
+        layers += [MinibatchStd()] if minibatch_std else []
         self.features = nn.Sequential(*layers, nn.Flatten())
-        self.head = nn.Linear(_width(k - 1, width) * base * base, 1)
+        self.head = nn.Linear((_width(k - 1, width) + minibatch_std) * base * base, 1)
         self.apply(init_dcgan)
 
     def forward(self, x):

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medgan.models.dcgan import _width, num_stages
+from medgan.models.minibatch_std import minibatch_stddev
 
 
 def upsample(x: torch.Tensor) -> torch.Tensor:
@@ -124,8 +125,3 @@ class ProgressiveDiscriminator(Growing):
     def forward(self, x):
         return self.head(self.features(x)).view(-1)
 
-
-def minibatch_stddev(h: torch.Tensor) -> torch.Tensor:
-    """Append one channel holding the batch's mean feature standard deviation (lets D see diversity)."""
-    std = h.std(dim=0, unbiased=False).mean() if len(h) > 1 else h.new_zeros(())
-    return torch.cat([h, std.expand(len(h), 1, *h.shape[2:])], dim=1)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medgan.models.dcgan import _width, num_stages
+from medgan.models.minibatch_std import MinibatchStd
 
 
 class GeneratorBlock(nn.Module):
@@ -62,13 +63,18 @@ class ResNetGenerator(nn.Module):
 
 
 class ResNetDiscriminator(nn.Module):
-    def __init__(self, shape: tuple[int, int, int], width: int = 64, **_):
+    """Residual blocks down to the 4-7 px base, one more at the base, then a sum over positions.
+
+    ``minibatch_std`` appends the minibatch standard deviation (groups of 4) as a channel before the last block."""
+
+    def __init__(self, shape: tuple[int, int, int], width: int = 64, minibatch_std: bool = False, **_):
         super().__init__()
         channels, size, _ = shape
         k = num_stages(size)
         blocks = [DiscriminatorBlock(channels, width, first=True)]
         blocks += [DiscriminatorBlock(_width(s - 1, width), _width(s, width)) for s in range(1, k)]
-        blocks += [DiscriminatorBlock(_width(k - 1, width), _width(k - 1, width), downsample=False)]
+        blocks += [MinibatchStd()] if minibatch_std else []
+        blocks += [DiscriminatorBlock(_width(k - 1, width) + minibatch_std, _width(k - 1, width), downsample=False)]
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Linear(_width(k - 1, width), 1)
         for m in self.modules():
