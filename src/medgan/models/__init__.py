@@ -43,8 +43,7 @@ def build_models(name: str, shape: tuple[int, int, int], latent_dim: int = 100, 
     With ``n_classes`` the nets are class-conditional: G(z, y) and D(x, y) (see ``conditional``)."""
     gen_cls, disc_cls = MODELS[name]
     gen = gen_cls(shape, latent_dim=latent_dim * (2 if n_classes else 1), width=width)
-    disc_options = {"minibatch_std": True} if minibatch_std else {}
-    disc = disc_cls(shape, batch_norm=batch_norm_in_d and not spectral_norm, width=width, **disc_options)
+    disc = disc_cls(shape, batch_norm=batch_norm_in_d and not spectral_norm, width=width, minibatch_std=minibatch_std)
     if n_classes:
         gen, disc = ConditionalGenerator(gen, n_classes, latent_dim), ProjectionDiscriminator(disc, n_classes)
     return gen, add_spectral_norm(disc) if spectral_norm else disc
