@@ -272,11 +272,18 @@ def test_auto_precision_resolves_per_device_and_is_written_to_the_config(tmp_pat
     from medgan.train import resolve_precision
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+
+    def cpu_has(amx: bool, avx512_bf16: bool) -> None:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+
+    cpu_has(amx=True, avx512_bf16=False)
     assert resolve_precision("auto", cpu) == "bf16" and resolve_precision("fp32", cpu) == "fp32"
     trainer = Trainer(TrainConfig(precision="auto", eval_every=0, out=str(tmp_path / "a")), data=tiny_data(), progress=False)
     assert trainer.cfg.precision == "bf16"
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    cpu_has(amx=False, avx512_bf16=True)  # e.g. AMD Zen 4
+    assert resolve_precision("auto", cpu) == "bf16"
+    cpu_has(amx=False, avx512_bf16=False)
     assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     assert resolve_precision("auto", torch.device("mps")) == "fp32"
 

@@ -38,7 +38,7 @@ TRAIN_FLAGS = {
     "--fade-epochs": (float, "progressive: epochs over which each new resolution fades in (default 1)"),
     "--seed": (int, "random seed (default 0)"),
     "--device": (str, "auto, cpu, cuda or cuda:N (default auto)"),
-    "--precision": (str, "fp32, bf16 (bfloat16 autocast: ~2x per step on a CPU with AMX), or auto: bf16 where the device has bf16 units (default fp32)"),
+    "--precision": (str, "fp32, bf16 (bfloat16 autocast: ~2x per step on a CPU with AMX or AVX512-BF16), or auto: bf16 where the device has bf16 units (default fp32)"),
     "--out": (str, "run directory (default runs/<dataset>-<model>-<loss>-s<seed>)"),
     "--log-every": (int, "steps between logged records (default 10)"),
     "--eval-every": (int, "evaluate with the domain extractor every K epochs and at the end (default 5; 0 = never)"),
