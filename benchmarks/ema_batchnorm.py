@@ -17,7 +17,8 @@ from torch import nn
 from medgan.data import load_dataset
 from medgan.evaluation.evaluate import evaluate
 from medgan.sample import generate
-from medgan.train import CHECKPOINT, Trainer, config_for_resume
+from medgan.rundir import RunDir, config_for_resume
+from medgan.train import Trainer
 
 METRICS = ("c2st", "recall_domain", "fd_domain")
 
@@ -44,14 +45,14 @@ def standing_statistics(module: nn.Module, inputs) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--checkpoint", default=CHECKPOINT, help="checkpoint file inside each run")
+    parser.add_argument("--checkpoint", default="last", choices=["last", "best"], help="which checkpoint of each run")
     parser.add_argument("--batches", type=int, default=32)
     parser.add_argument("--samples", type=int, default=2000)
     args = parser.parse_args()
     for run in args.runs:
         trainer = Trainer(config_for_resume(run, {}), progress=False, tensorboard=False)
         cfg = trainer.cfg
-        trainer.load(run / args.checkpoint)
+        trainer.load(RunDir(run).checkpoint(args.checkpoint))
         test = load_dataset(cfg.dataset, "test", cfg.size, cfg.channels, cfg.data_root or None)
         rng = torch.Generator().manual_seed(cfg.seed + 2)
         row = {}

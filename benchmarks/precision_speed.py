@@ -40,7 +40,7 @@ def trainer_for(model: str, precision: str, compiled: bool, data, out: Path, arg
                       device=args.device, eval_every=0, out=str(out))
     trainer = Trainer(cfg, data=data, progress=False, tensorboard=False)
     if compiled:
-        trainer.generator, trainer.critic = torch.compile(trainer.generator), torch.compile(trainer.critic)
+        trainer.generator, trainer.augmented_d = torch.compile(trainer.generator), torch.compile(trainer.augmented_d)
     return trainer
 
 

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import torch
 
-from medgan import io
+from medgan import files
 from medgan.config import TrainConfig, from_dict
 from medgan.data import load_dataset
 from medgan.evaluation.evaluate import evaluate
 from medgan.recipes import recipe
 from medgan.sample import generate
-from medgan.train import BEST_CHECKPOINT, CHECKPOINT, Trainer, config_for_resume
+from medgan.rundir import RunDir, config_for_resume
+from medgan.train import Trainer
 
 # References: the seed projects' recipe (seed 001: MLP nets, LSGAN, Adam 2e-4 (0.5, 0.999), batch 64, 50
 # epochs) and a plain DCGAN with the same loss and optimiser (batch norm, no recipe options).
@@ -47,7 +48,7 @@ class Snapshot:
 
     def __call__(self, trainer, log) -> None:
         if not self.path.exists() and time.time() - self.start > self.seconds:
-            io.save_torch(self.path, trainer.state())
+            files.save_torch(self.path, trainer.state())
 
 
 def snapshot_path(out: Path, minutes: float) -> Path:
@@ -65,20 +66,21 @@ def run_one(cfg: TrainConfig, samples: int, snapshots: list[float] = ()) -> dict
     result_path = out / "recipe_result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
-    resume = (out / CHECKPOINT).exists()
+    run = RunDir(out)
+    resume = run.last_checkpoint.exists()
     trainer = Trainer(config_for_resume(out, {}) if resume else cfg, progress=False, tensorboard=False)
-    info = json.loads((out / "run.json").read_text()) if resume else {}
+    info = run.read_info()
     if info.get("status") != "finished":
         budget = trainer.cfg.max_minutes or math.inf
         trainer.epoch_hooks += [Snapshot(m, snapshot_path(out, m), info.get("wall_time_s", 0.0)) for m in snapshots if m < budget]
         trainer.fit(resume=resume)
     else:  # trained, not yet evaluated
-        trainer.load(out / CHECKPOINT)
+        trainer.load(run.last_checkpoint)
     if trainer.stop_requested and trainer.batch_index:  # stopped by a signal mid-epoch: resume later
         raise KeyboardInterrupt
-    if (out / BEST_CHECKPOINT).exists():  # keep_best: the state that scored best on the validation split
-        trainer.load(out / BEST_CHECKPOINT)
-    info = json.loads((out / "run.json").read_text())
+    if run.best_checkpoint.exists():  # keep_best: the state that scored best on the validation split
+        trainer.load(run.best_checkpoint)
+    info = run.read_info()
     test = load_dataset(cfg.dataset, "test", cfg.size, trainer.cfg.channels, cfg.data_root or None)
 
     def scores(generator: torch.nn.Module) -> dict:
@@ -96,7 +98,7 @@ def run_one(cfg: TrainConfig, samples: int, snapshots: list[float] = ()) -> dict
         if snapshot_path(out, m).exists():
             trainer.load(snapshot_path(out, m))
             result["snapshots"][f"{m:g}"] = {"epochs": trainer.epoch, **state_scores()}
-    io.write_json(result_path, result)
+    files.write_json(result_path, result)
     return result
 
 
@@ -155,8 +157,8 @@ def main() -> None:
     raw = [r | {"recipe": f"{r['recipe']} (raw G)", "metrics": r["metrics_raw"]} for r in states if "metrics_raw" in r]
     text = table(states + raw)
     print(text)
-    io.write_text(Path(args.out) / "results.md", text + "\n")
-    io.write_json(Path(args.out) / "results.json", results)
+    files.write_text(Path(args.out) / "results.md", text + "\n")
+    files.write_json(Path(args.out) / "results.json", results)
 
 
 if __name__ == "__main__":

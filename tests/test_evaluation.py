@@ -180,7 +180,7 @@ def test_c2st_real_halves_near_half_noise_near_one_and_deterministic(blobs):
 
 
 def test_keep_best_selects_on_the_validation_split_and_sampling_uses_it(tmp_path, monkeypatch):
-    from medgan.sample import load_run
+    from medgan.rundir import load_run
 
     monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "40")
     root = write_medmnist(tmp_path / "data", n=(256, 64, 64))
@@ -207,7 +207,7 @@ def test_keep_best_selects_on_the_validation_split_and_sampling_uses_it(tmp_path
 
 
 def test_keep_best_needs_evaluations_and_a_known_metric(tmp_path, capsys):
-    from medgan.sample import load_run
+    from medgan.rundir import load_run
 
     for flags, message in ((["--keep-best", "fid"], "keep_best must be one of"), (["--keep-best", "c2st", "--eval-every", "0"], "set eval_every >= 1")):
         assert main(["train", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "x"), *flags]) == 2

@@ -47,7 +47,7 @@ def test_seed_002_nets():
 
 
 def test_presets_are_valid_studies():
-    from medgan.study.compare import PRESETS, study_from_args
+    from medgan.study.compare import STUDY_PRESETS as PRESETS, study_from_args
 
     for name in PRESETS:
         runs = study_from_args(name).runs()

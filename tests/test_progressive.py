@@ -16,11 +16,13 @@ from medgan.cli import main
 from medgan.config import TrainConfig, from_dict
 from medgan.data import ImageSet, load_dataset
 from medgan.data.imageset import resize
-from medgan.io import load_torch
+from medgan.files import load_torch
 from medgan.models import build_models
 from medgan.models.progressive import downsample, upsample
-from medgan.progressive import FadingImages, StageSchedule
-from medgan.train import Trainer, config_for_resume
+from medgan.progression import FadingImages
+from medgan.stages import StageSchedule
+from medgan.rundir import config_for_resume
+from medgan.train import Trainer
 
 # 2 stages, 32 -> 64 px; 64 train images in batches of 32 = 2 steps per epoch; the new block fades in over
 # the first epoch of the 64 px stage (alpha 0.5, then 1).

@@ -9,9 +9,10 @@ import torch
 from medgan import MedganError
 from medgan.config import TrainConfig
 from medgan.data import ImageSet
-from medgan.io import load_torch
+from medgan.files import load_torch
 from medgan.losses import GANLoss, LOSSES, register
-from medgan.train import NonFiniteLoss, Trainer, config_for_resume
+from medgan.rundir import config_for_resume
+from medgan.train import NonFiniteLoss, Trainer
 
 
 def tiny_data(n=160, size=28, channels=1, seed=0):
@@ -195,14 +196,15 @@ def test_augmentation_reaches_d_for_real_and_fake(tmp_path):
 
 
 def test_ema_weights_differ_are_checkpointed_and_used_for_sampling(tmp_path):
-    from medgan.sample import generate, load_generator
+    from medgan.rundir import load_run
+    from medgan.sample import generate
 
     trainer = run(tmp_path, "ema", model="dcgan", epochs=2, ema=0.99)
     raw, avg = weights(trainer), torch.cat([p.flatten() for p in trainer.ema.module.parameters()])
     assert not torch.equal(raw, avg)
     assert trainer.ema.updates == trainer.step and trainer.sampling_generator is trainer.ema.module
     state = load_torch(trainer.out / "checkpoints" / "last.pt")
-    loaded = load_generator(trainer.out)
+    loaded, _ = load_run(trainer.out)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), state["generator_ema"].values()))
     assert torch.equal(generate(loaded, 8, seed=1), generate(trainer.ema.module, 8, seed=1))
     assert not torch.equal(generate(loaded, 8, seed=1), generate(trainer.generator.eval(), 8, seed=1))
@@ -241,9 +243,9 @@ def test_bf16_losses_match_fp32_losses_for_the_same_weights(tmp_path):
     trainer = Trainer(TrainConfig(model="dcgan", width=16, eval_every=0, precision="bf16", out=str(tmp_path / "c")), data=tiny_data(), progress=False)
     real = trainer.data.batch(torch.arange(64), trainer.device)
     fake = trainer.generator(torch.randn(64, 100, generator=torch.Generator().manual_seed(0))).detach()
-    fp32, _ = trainer.loss.d_loss(trainer.critic, real, fake)
+    fp32, _ = trainer.loss.d_loss(trainer.augmented_d, real, fake)
     with trainer.autocast():
-        bf16, _ = trainer.loss.d_loss(trainer.critic, real, fake)
+        bf16, _ = trainer.loss.d_loss(trainer.augmented_d, real, fake)
     assert bf16.item() != fp32.item()  # autocast is on
     assert abs(bf16.item() - fp32.item()) < 0.02 * abs(fp32.item())
 
@@ -269,7 +271,7 @@ def test_resume_may_switch_precision(tmp_path):
 
 
 def test_auto_precision_resolves_per_device_and_is_written_to_the_config(tmp_path, monkeypatch):
-    from medgan.train import resolve_precision
+    from medgan.device import resolve_precision
 
     cpu = torch.device("cpu")
 

@@ -7,7 +7,7 @@ import torch
 from conftest import write_medmnist
 from medgan.cli import main
 from medgan.evaluation.disturb import LEVELS, STRENGTHS, disturbances, other_source
-from medgan.evaluation.validate import MULTIPLE, judge
+from medgan.evaluation.metric_validation import MULTIPLE, judge
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from medgan import MedganError, MedganWarning
 
+# Each command imports the modules it needs when it runs: importing torch takes seconds, `medgan --help` should not.
+
 # CLI flag -> TrainConfig key; each flag's default is None so we know which ones the user gave.
 TRAIN_FLAGS = {
     "--dataset": (str, "builtin, folder:PATH or a MedMNIST name (see `medgan data list`)"),
@@ -140,19 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from medgan.config import TrainConfig, default_out, from_dict, load_toml
-    from medgan.train import Trainer, config_for_resume
-
+    from medgan.config import TrainConfig, from_dict, layered, read_values
     from medgan.recipes import recipe
+    from medgan.rundir import config_for_resume, default_run_dir
+    from medgan.train import Trainer
 
     given = {_key(f): getattr(args, _key(f)) for f in TRAIN_FLAGS if getattr(args, _key(f)) is not None}
-    base = load_toml(args.config) if args.config else TrainConfig()
-    cfg = from_dict(given, base)
-    if args.preset:  # the recipe depends on the image size, known only now
-        base = from_dict(recipe(args.preset, cfg.size))
-        cfg = from_dict(given, load_toml(args.config, base) if args.config else base)
+    file = read_values(args.config) if args.config else {}
+    # preset < config file < flags; the recipe depends on the image size, known only from the other two
+    preset = recipe(args.preset, layered(file, given).get("size", TrainConfig.size)) if args.preset else {}
+    if file:
+        try:
+            from_dict(layered(preset, file))
+        except MedganError as e:
+            raise MedganError(f"{args.config}: {e}") from None
+    cfg = from_dict(layered(preset, file, given))
     if args.resume:
-        cfg = config_for_resume(Path(cfg.out or default_out(cfg)), {k: getattr(cfg, k) for k in given})
+        cfg = config_for_resume(cfg.out or default_run_dir(cfg), {k: getattr(cfg, k) for k in given})
     trainer = Trainer(cfg, progress=not args.no_progress, tensorboard=not args.no_tensorboard)
     out = trainer.fit(resume=args.resume)
     if trainer.stop_requested:
@@ -217,17 +223,19 @@ def cmd_compare(args) -> int:
 
 def cmd_evaluate(args) -> int:
 
-    from medgan import io
-    from medgan.config import load_toml
+    from medgan import files
     from medgan.data import load_dataset
     from medgan.data.imageset import convert_channels
+    from medgan.device import resolve_device
     from medgan.evaluation.evaluate import evaluate, format_table, save_closest_pairs
-    from medgan.train import resolve_device
+    from medgan.rundir import RunDir
+    from medgan.runlog import versions
+    from medgan.sample import generate_for_run
 
     source = Path(args.source)
     extractors = _extractor_names(args.extractor)
     device = resolve_device(args.device)
-    run_cfg = load_toml(source / "config.toml") if (source / "config.toml").exists() else None
+    run_cfg = RunDir(source).read_config() if RunDir(source).is_run() else None
     dataset = args.dataset or (run_cfg.dataset if run_cfg else None)
     if not dataset:
         raise MedganError("--dataset is needed to evaluate a file or folder (the real data to compare with)")
@@ -237,8 +245,6 @@ def cmd_evaluate(args) -> int:
     train = load_dataset(dataset, "train", size, channels, root)
     test = load_dataset(dataset, "test", size, train.channels, root)
     if run_cfg:
-        from medgan.sample import generate_for_run
-
         images, labels, _ = generate_for_run(source, args.n, args.seed, "as-train", str(device), args.checkpoint)
         out = Path(args.out or source / "metrics.json")
     elif source.exists():
@@ -253,10 +259,8 @@ def cmd_evaluate(args) -> int:
         labels = None  # an unconditional run's export: all-zero labels say nothing; TSTR needs real labels
     result = evaluate(images, train, test, extractors, device, args.inception_weights, seed=args.seed, labels=labels)
     result["source"] = str(source)
-    from medgan.runlog import versions
-
     result["versions"] = versions()
-    io.write_json(out, result)
+    files.write_json(out, result)
     save_closest_pairs(images, train, result["memorisation"], out.with_name(out.stem + "_nearest_train.png"))
     print(format_table(result))
     print(f"\nwrote {out}")
@@ -265,8 +269,8 @@ def cmd_evaluate(args) -> int:
 
 def cmd_validate_metrics(args) -> int:
     from medgan.data import load_dataset
-    from medgan.evaluation.validate import to_markdown, validate_metrics, write_validation
-    from medgan.train import resolve_device
+    from medgan.device import resolve_device
+    from medgan.evaluation.metric_validation import to_markdown, validate_metrics, write_validation
 
     extractors = _extractor_names(args.extractor)
     train = load_dataset(args.dataset, "train", args.size, args.channels, args.data_root)
@@ -284,7 +288,7 @@ def cmd_validate_metrics(args) -> int:
 
 
 def _extractor_names(text: str) -> list[str]:
-    from medgan.evaluation.evaluate import EXTRACTORS
+    from medgan.metrics.catalogue import EXTRACTORS
 
     names = [e.strip() for e in text.split(",") if e.strip()]
     bad = [e for e in names if e not in EXTRACTORS]

@@ -22,7 +22,9 @@ import tomli_w
 from medgan import MedganError
 from medgan.augment import parse_policy
 from medgan.losses import LOSSES
-from medgan.progressive import StageSchedule
+from medgan.metrics.catalogue import KEEP_BEST
+from medgan.models import MINIBATCH_STD_MODELS, MODELS
+from medgan.stages import StageSchedule
 
 
 @dataclass
@@ -65,7 +67,7 @@ class TrainConfig:
     keep_best: str = ""  # e.g. "c2st": evaluations use the validation split and keep checkpoints/best.pt, which sampling uses; "" = off
 
     def replace(self, **changes) -> "TrainConfig":
-        return validate(dataclasses.replace(self, **changes))
+        return check(dataclasses.replace(self, **changes))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -73,13 +75,10 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 PRECISIONS = ("fp32", "bf16", "auto")
-KEEP_BEST = ("c2st", "fd_domain", "kid_domain", "precision_domain", "recall_domain", "coverage_domain")
 POSITIVE = {"size", "epochs", "batch_size", "latent_dim", "width", "eval_samples", "log_every", "grid_size"}
 
 
 def _choices() -> dict[str, list[str]]:
-    from medgan.models import MODELS
-
     return {"model": sorted(MODELS), "loss": sorted(LOSSES)}
 
 
@@ -96,7 +95,7 @@ def _check_type(name: str, value):
     return float(value) if want == "float" else value
 
 
-def validate(cfg: TrainConfig) -> TrainConfig:
+def check(cfg: TrainConfig) -> TrainConfig:
     """Check every value; raise MedganError naming the key and the valid choices."""
     for name in FIELDS:
         setattr(cfg, name, _check_type(name, getattr(cfg, name)))
@@ -132,8 +131,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise MedganError("augment_target adapts how often the augment policy is applied: set augment too, e.g. \"translation,cutout\"")
     if cfg.augment_target and LOSSES[cfg.loss].undecided is None:
         raise MedganError(f"augment_target needs a loss whose D says real or fake (gan, lsgan, hinge); {cfg.loss} is a critic")
-    from medgan.models import MINIBATCH_STD_MODELS
-
     if cfg.minibatch_std and cfg.model not in MINIBATCH_STD_MODELS:
         raise MedganError(f"minibatch_std is an option of the {' and '.join(MINIBATCH_STD_MODELS)} discriminators"
                           f" (progressive's always has it); model is {cfg.model!r}")
@@ -160,28 +157,45 @@ def from_dict(values: dict, base: TrainConfig | None = None) -> TrainConfig:
             close = difflib.get_close_matches(k, FIELDS, n=1)
             hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise MedganError(f"unknown config key(s) {', '.join(hints)}. Valid keys: {', '.join(FIELDS)}")
-    return validate(dataclasses.replace(base or TrainConfig(), **values))
+    return check(dataclasses.replace(base or TrainConfig(), **values))
+
+
+def read_toml(path: str | Path, what: str = "config file") -> dict:
+    """The values of a TOML file; MedganError when it is missing or not TOML."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise MedganError(f"{what} {path} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise MedganError(f"{what} {path} is not valid TOML: {e}") from None
+
+
+def read_values(path: str | Path) -> dict:
+    """A training config file's values: a [train] table or top-level keys."""
+    values = read_toml(path)
+    return values.get("train", values)
 
 
 def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
-    path = Path(path)
-    try:
-        values = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise MedganError(f"config file {path} not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise MedganError(f"config file {path} is not valid TOML: {e}") from None
-    values = values.get("train", values)  # accept a [train] table or top-level keys
+    values = read_values(path)
     try:
         return from_dict(values, base)
     except MedganError as e:
         raise MedganError(f"{path}: {e}") from None
 
 
+def layered(*layers: dict | None) -> dict:
+    """Settings merged so that later layers win (preset < config file < flags); None = not given. Tables
+    (dicts, e.g. a study's shared [train] settings) are merged key by key the same way."""
+    out: dict = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if value is None:
+                continue
+            out[key] = layered(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def to_toml(cfg: TrainConfig) -> str:
     return "# medgan training configuration (resolved)\n" + tomli_w.dumps(cfg.to_dict())
-
-
-def default_out(cfg: TrainConfig) -> str:
-    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.dataset.replace("folder:", "").strip("/")) or "data"
-    return str(Path("runs") / f"{dataset}-{cfg.model}-{cfg.loss}-s{cfg.seed}")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.utils import save_image
 
 import medgan
-from medgan import io
+from medgan import files
+from medgan.rundir import RunDir
 
 
 def versions() -> dict:
@@ -27,24 +28,23 @@ def versions() -> dict:
 class RunLog:
     """Appends scalar records to metrics.jsonl and TensorBoard; keeps run.json up to date."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
-        self.dir = Path(run_dir)
-        self.metrics_path = self.dir / "metrics.jsonl"
-        self.run_path = self.dir / "run.json"
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, run: RunDir, tensorboard: bool = True):
+        self.run = run
+        self.metrics_path, self.run_path = run.metrics, run.info
+        run.path.mkdir(parents=True, exist_ok=True)
         self._tb = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # imports TensorBoard: only when asked for
 
-            self._tb = SummaryWriter(str(self.dir / "tensorboard"))
-        self.info = json.loads(self.run_path.read_text()) if self.run_path.exists() else {}
+            self._tb = SummaryWriter(str(run.tensorboard))
+        self.info = run.read_info()
 
     def truncate_after(self, step: int) -> None:
         """Drop records newer than ``step`` (written after the checkpoint a resumed run starts from)."""
         if not self.metrics_path.exists():
             return
         keep = [line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        io.write_text(self.metrics_path, "".join(line + "\n" for line in keep))
+        files.write_text(self.metrics_path, "".join(line + "\n" for line in keep))
 
     def scalars(self, record: dict) -> None:
         """One metrics.jsonl line; every numeric field but step/epoch also goes to TensorBoard."""
@@ -56,13 +56,16 @@ class RunLog:
                 if key not in ("step", "epoch", "kind") and isinstance(value, (int, float)):
                     self._tb.add_scalar(prefix + key, value, record["step"])
 
-    def image_grid(self, tag: str, grid: torch.Tensor, step: int) -> None:
+    def sample_grid(self, grid: torch.Tensor, epoch: int, step: int) -> None:
+        """A grid of samples in [0, 1]: a PNG in samples/ and a TensorBoard image."""
+        with files.atomic_path(self.run.grid(epoch)) as tmp:
+            save_image(grid, tmp, format="png")
         if self._tb is not None:
-            self._tb.add_image(tag, grid, step)
+            self._tb.add_image("samples", grid, step)
 
     def status(self, **fields) -> None:
         self.info.update(fields)
-        io.write_json(self.run_path, self.info)
+        files.write_json(self.run_path, self.info)
 
     def started(self, device: str, resumed: bool) -> None:
         now = time.time()

@@ -10,41 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from medgan import MedganError, io
-from medgan.config import TrainConfig, load_toml
+from medgan import MedganError, files
+from medgan.config import TrainConfig
 from medgan.data import ImageSet, load_dataset, to_uint8
 from medgan.models.conditional import label_space, label_vectors
-from medgan.train import BEST_CHECKPOINT, CHECKPOINT, nets_for, resolve_device
-
-CHECKPOINTS = ("auto", "best", "last")
+from medgan.rundir import load_run
 
 LABEL_MODES = ("balanced", "as-train")
-
-
-def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "auto") -> tuple[torch.nn.Module, TrainConfig]:
-    """The run's generator (EMA weights when the checkpoint has them), in eval mode, and its config.
-
-    ``checkpoint``: "last", "best" (kept by ``keep_best``) or "auto" = best when the run kept one, else last."""
-    if checkpoint not in CHECKPOINTS:
-        raise MedganError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}; got {checkpoint!r}")
-    run_dir = Path(run_dir)
-    ckpt, cfg_path = run_dir / CHECKPOINT, run_dir / "config.toml"
-    if not ckpt.exists() or not cfg_path.exists():
-        raise MedganError(f"{run_dir} is not a medgan run directory (needs config.toml and {CHECKPOINT})")
-    if checkpoint == "best" and not (run_dir / BEST_CHECKPOINT).exists():
-        raise MedganError(f"{run_dir} has no {BEST_CHECKPOINT}: only runs trained with keep_best (and evaluated once) keep one")
-    if checkpoint != "last" and (run_dir / BEST_CHECKPOINT).exists():
-        ckpt = run_dir / BEST_CHECKPOINT
-    cfg = load_toml(cfg_path)
-    generator, _ = nets_for(cfg)
-    state = io.load_torch(ckpt)
-    generator.load_state_dict(state.get("generator_ema", state["generator"]))
-    return generator.to(resolve_device(device)).eval(), cfg
-
-
-def load_generator(run_dir: str | Path, device: str = "cpu", checkpoint: str = "auto") -> torch.nn.Module:
-    return load_run(run_dir, device, checkpoint)[0]
 
 
 def sample_labels(mode: str, n: int, train: ImageSet, seed: int = 0) -> torch.Tensor:
@@ -110,12 +84,10 @@ def write_images(images: torch.Tensor, out: str | Path, labels: torch.Tensor | N
         arrays = {"train_images": array, "train_labels": labels.numpy().astype(np.uint8)}
         for split, data in (real_splits or {}).items():
             arrays[f"{split}_images"], arrays[f"{split}_labels"] = _hwc(data.uint8()), data.labels.numpy().astype(np.uint8)
-        io.save_npz(out, **arrays)
+        files.save_npz(out, **arrays)
         return out
-    from PIL import Image
-
     out.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(array):
-        with io.atomic_path(out / f"sample_{i:05d}.png") as tmp:
+        with files.atomic_path(out / f"sample_{i:05d}.png") as tmp:
             Image.fromarray(image).save(tmp, format="PNG")
     return out

@@ -15,58 +15,21 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
-from medgan import MedganError, io
+from medgan import MedganError, files
 from medgan.augment import AdaptiveAugment, AugmentedDiscriminator
-from medgan.config import TrainConfig, default_out, to_toml, load_toml
+from medgan.config import TrainConfig, to_toml
 from medgan.data import ImageSet, load_dataset
+from medgan.device import autocast, resolve_device, resolve_precision
 from medgan.ema import EMA
+from medgan.evaluation.during_training import EvaluateDuringTraining
 from medgan.losses import build_loss
-from medgan.models import build_models
 from medgan.models.conditional import grid_labels, label_space, label_vectors
-from medgan.progressive import Progression
+from medgan.nets import nets_for
+from medgan.progression import Progression
+from medgan.rundir import RunDir, default_run_dir
 from medgan.runlog import RunLog
-
-CHECKPOINT = Path("checkpoints") / "last.pt"
-BEST_CHECKPOINT = Path("checkpoints") / "best.pt"  # kept by keep_best: the state with the best validation metric
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MedganError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    return device
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto``: bf16 where the device computes bf16 natively (CPUs with AMX or AVX512-BF16: a DCGAN step
-    measured 1.9x and 1.7x faster; CUDA GPUs with native bf16), else fp32. ``bf16`` on a GPU without bf16
-    support is an error."""
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise MedganError(f"--precision bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} has none: use --precision fp32")
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
-    return "bf16" if device.type == "cpu" and native_bf16_cpu() else "fp32"
-
-
-def native_bf16_cpu() -> bool:
-    """Whether this CPU has bf16 instructions (AMX tiles or AVX512-BF16) rather than emulating bf16 in fp32."""
-    # private in torch 2.x; absent = no
-    return any(getattr(torch.cpu, f"_is_{isa}_supported", lambda: False)() for isa in ("amx_tile", "avx512_bf16"))
-
-
-def nets_for(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(generator, discriminator) a resolved config describes; Wasserstein critics get no batch norm."""
-    shape = (cfg.channels, cfg.size, cfg.size)
-    batch_norm_in_d = not build_loss(cfg.loss).wasserstein
-    return build_models(cfg.model, shape, cfg.latent_dim, batch_norm_in_d, cfg.width, cfg.spectral_norm,
-                        cfg.n_classes if cfg.conditional else 0, cfg.minibatch_std)
-
 
 def make_optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Adam:
     # The fused Adam kernel updates all tensors in one pass (CPU and CUDA). Measured on the 2-core CPU
@@ -85,7 +48,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, data: ImageSet | None = None, progress: bool = True, tensorboard: bool = True, eval_data: ImageSet | None = None):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        self.out = Path(cfg.out or default_out(cfg))
+        self.out = Path(cfg.out or default_run_dir(cfg))
+        self.run = RunDir(self.out)
         self.data = data or load_dataset(cfg.dataset, "train", cfg.size, cfg.channels or None, cfg.data_root or None)
         if len(self.data) < cfg.batch_size:
             raise MedganError(f"batch size {cfg.batch_size} is larger than the dataset ({len(self.data)} images)")
@@ -102,7 +66,7 @@ class Trainer:
         )
         # What the losses call D: the discriminator behind DiffAugment when that is on (applied as often as ADA says).
         self.ada = AdaptiveAugment(cfg.augment_target, cfg.batch_size, self.device) if cfg.augment_target else None
-        self.critic = AugmentedDiscriminator(self.discriminator, cfg.augment, self.ada.p if self.ada else 1.0) if cfg.augment else self.discriminator
+        self.augmented_d = AugmentedDiscriminator(self.discriminator, cfg.augment, self.ada.p if self.ada else 1.0) if cfg.augment else self.discriminator
         self.ema = EMA(self.generator, cfg.ema) if cfg.ema else None
         self.opt_g = make_optimizer(self.generator.parameters(), cfg, cfg.lr)
         self.opt_d = make_optimizer(self.discriminator.parameters(), cfg, cfg.lr_d or cfg.lr)
@@ -123,10 +87,12 @@ class Trainer:
         # Progressive training swaps self.data per stage and sets the fade-in before each step.
         self.progression = Progression(cfg, self.data, given=data is not None) if cfg.model == "progressive" else None
         if cfg.eval_every:
-            from medgan.evaluation.evaluate import EvaluateDuringTraining
+            evaluation = EvaluateDuringTraining(cfg, self.run, self.data, self.device, self.sampling, self.save_best, eval_data)
 
-            evaluation = EvaluateDuringTraining(eval_data)
-            self.epoch_hooks.append(self.progression.at_full_size(evaluation) if self.progression else evaluation)
+            def evaluate(trainer, log):
+                evaluation(trainer.epoch, trainer.step, trainer.last_epoch, log)
+
+            self.epoch_hooks.append(self.progression.at_full_size(evaluate) if self.progression else evaluate)
 
     def _label_settings(self, cfg: TrainConfig) -> dict:
         if not cfg.conditional:
@@ -170,11 +136,15 @@ class Trainer:
         }
 
     def save(self) -> None:
-        io.save_torch(self.out / CHECKPOINT, self.state())
+        files.save_torch(self.run.last_checkpoint, self.state())
+
+    def save_best(self) -> None:
+        """The current state as the run's best checkpoint (keep_best)."""
+        files.save_torch(self.run.best_checkpoint, self.state())
 
     def load(self, path: Path) -> None:
         try:
-            state = io.load_torch(path)
+            state = files.load_torch(path)
             self.generator.load_state_dict(state["generator"])
             self.discriminator.load_state_dict(state["discriminator"])
             self.opt_g.load_state_dict(state["opt_g"])
@@ -194,17 +164,17 @@ class Trainer:
 
     def autocast(self):
         """Forward passes in bfloat16 when precision is bf16 (backward and optimiser steps stay outside)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+        return autocast(self.device, self.cfg.precision)
 
     # ----- one step ----------------------------------------------------------------------------
     def train_step(self, real: torch.Tensor, generator_step: bool, labels: torch.Tensor | None = None) -> dict:
         """One D step, plus one G step if asked; returns detached scalars (no device sync).
 
         Conditional runs pass the real batch's ``labels``; the fakes are drawn for the same labels."""
-        G, D, loss, autocast = self.generator, self.critic, self.loss, self.autocast
+        G, D, loss, autocast = self.generator, self.augmented_d, self.loss, self.autocast
         condition = () if labels is None else (labels,)
         if labels is not None:
-            D = partial(self.critic, y=labels)
+            D = partial(self.augmented_d, y=labels)
         z = torch.randn(real.shape[0], self.cfg.latent_dim, device=self.device)
         with torch.set_grad_enabled(generator_step), autocast():  # keep G's graph only when G will step
             fake = G(z, *condition)
@@ -219,13 +189,13 @@ class Trainer:
             record["augment_p"] = self.ada.p.clone()  # the p this step used
             self.ada.update(stats["d_real_sign"])
         if generator_step:
-            self.critic.requires_grad_(False)  # gradients flow through D to G, but none are stored for D
+            self.augmented_d.requires_grad_(False)  # gradients flow through D to G, but none are stored for D
             with autocast():
                 g_loss = loss.g_loss(D(fake))
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             self.opt_g.step()
-            self.critic.requires_grad_(True)
+            self.augmented_d.requires_grad_(True)
             if self.ema:
                 self.ema.update(G)
             record["g_loss"] = g_loss.detach()
@@ -237,7 +207,7 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> Path:
         cfg = self.cfg
-        ckpt = self.out / CHECKPOINT
+        ckpt = self.run.last_checkpoint
         if resume:
             if not ckpt.exists():
                 raise MedganError(f"nothing to resume: {ckpt} does not exist")
@@ -245,8 +215,8 @@ class Trainer:
         elif ckpt.exists():
             raise MedganError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
-        io.write_text(self.out / "config.toml", to_toml(cfg))
-        log = RunLog(self.out, tensorboard=self.tensorboard)
+        files.write_text(self.run.config, to_toml(cfg))
+        log = RunLog(self.run, tensorboard=self.tensorboard)
         if resume:
             log.truncate_after(self.step)
         earlier = log.training_seconds()
@@ -328,7 +298,7 @@ class Trainer:
         if bad:
             raise NonFiniteLoss(
                 f"non-finite {', '.join(bad)} at step {self.step} (epoch {self.epoch + 1}); training stopped. "
-                f"The last good checkpoint ({self.out / CHECKPOINT}, end of epoch {self.epoch}) is kept. "
+                f"The last good checkpoint ({self.run.last_checkpoint}, end of epoch {self.epoch}) is kept. "
                 "Try a lower --lr, another --loss (e.g. wgan-gp or lsgan), or a different --seed."
             )
         record = {"step": self.step, "epoch": self.epoch + 1, **means, "step_time_s": step_time}
@@ -341,10 +311,7 @@ class Trainer:
         summary = {k: sum(r[k] * r["n"] for r in records if k in r) / sum(r["n"] for r in records if k in r) for k in keys}
         summary["epoch_time_s"] = summary.pop("step_time_s") * total
         log.scalars({"kind": "epoch", "step": self.step, "epoch": self.epoch, **summary})
-        grid = self.sample_grid()
-        with io.atomic_path(self.out / "samples" / f"epoch_{self.epoch:03d}.png") as tmp:
-            save_image(grid, tmp, format="png")
-        log.image_grid("samples", grid, self.step)
+        log.sample_grid(self.sample_grid(), self.epoch, self.step)
         for hook in self.epoch_hooks:
             hook(self, log)
         self.save()
@@ -384,21 +351,3 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-
-
-def train(cfg: TrainConfig, resume: bool = False, **kwargs) -> Path:
-    """Train one run; returns its directory."""
-    return Trainer(cfg, **kwargs).fit(resume=resume)
-
-
-def config_for_resume(run_dir: Path, overrides: dict) -> TrainConfig:
-    """The run's own config; only how long and where it runs (epochs, max_minutes, device, precision) may change."""
-    path = Path(run_dir) / "config.toml"
-    if not path.exists():
-        raise MedganError(f"nothing to resume: {path} does not exist")
-    cfg = load_toml(path)
-    changeable = ("epochs", "max_minutes", "device", "precision")
-    changed = {k: v for k, v in overrides.items() if k not in (*changeable, "out") and v != getattr(cfg, k)}
-    if changed:
-        raise MedganError(f"cannot change {', '.join(sorted(changed))} when resuming {run_dir}; only --epochs, --max-minutes, --device and --precision")
-    return cfg.replace(**{k: v for k, v in overrides.items() if k in changeable})

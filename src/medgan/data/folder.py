@@ -109,7 +109,7 @@ def load_folder(path: str, split: str = "train", size: int = 28, channels: int |
         channels_out = channels or (1 if all(g for _, g in decoded) else 3)
         images = np.stack([_as_channels(a, channels_out) for a, _ in decoded])
         kept_labels, skipped = np.array(kept, dtype=np.int64), len(bad)
-        from medgan.io import save_npz
+        from medgan.files import save_npz
 
         save_npz(cache, images=images, labels=kept_labels, skipped=np.array(skipped))
     if skipped:

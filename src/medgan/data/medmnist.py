@@ -122,7 +122,7 @@ def _extract_npy(path: Path, member: str) -> Path:
     tag = hashlib.md5(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     out = cache_root() / "npy" / f"{path.stem}-{tag}-{member}"
     if not out.exists():
-        from medgan.io import atomic_path
+        from medgan.files import atomic_path
 
         with zipfile.ZipFile(path) as z, z.open(member) as src, atomic_path(out) as tmp, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 22)

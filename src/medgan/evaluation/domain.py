@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medgan import io
+from medgan import files
 from medgan.data import ImageSet, to_float
 
 MAX_INPUT = 64  # larger images are downsampled to this before the net (keeps CPU cost flat)
@@ -221,7 +221,7 @@ def load_or_train(train: ImageSet, test: ImageSet, steps: int | None = None, dev
     path = cache_root() / "extractors" / f"domain-{ARCHITECTURE}-{name}-{train.size}px-{train.channels}ch-{steps}-{_fingerprint(train)}.pt"
     task = Task.of(train)
     if path.exists():
-        state = io.load_torch(path)
+        state = files.load_torch(path)
         net = DomainNet(train.channels, task.n_outputs)
         net.load_state_dict(state["net"])
         return net.to(device).eval(), state["info"]
@@ -230,7 +230,7 @@ def load_or_train(train: ImageSet, test: ImageSet, steps: int | None = None, dev
 
         print(f"medgan: training the domain feature extractor for {train.name} ({steps} steps, cached at {path})", file=sys.stderr)
     net, info = train_domain_net(train, test, steps=steps, device=device)
-    io.save_torch(path, {"net": net.state_dict(), "info": info})
+    files.save_torch(path, {"net": net.state_dict(), "info": info})
     return net, info
 
 

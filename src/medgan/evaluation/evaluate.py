@@ -11,13 +11,15 @@ import time
 import warnings
 
 import torch
+from torchvision.utils import save_image
 
-from medgan import MedganWarning
+from medgan import MedganWarning, files
 from medgan.data import ImageSet
 from medgan.evaluation.c2st import c2st
 from medgan.evaluation.domain import DomainExtractor
-from medgan.evaluation.tstr import tstr
+from medgan.evaluation.frd import frechet_radiomics_distance
 from medgan.evaluation.inception import InceptionExtractor, Unavailable
+from medgan.evaluation.tstr import tstr
 from medgan.metrics import (
     best_ssim_to_reference,
     frechet_distance,
@@ -27,50 +29,20 @@ from medgan.metrics import (
     pairwise_ssim,
     precision_recall_density_coverage,
 )
+from medgan.metrics.catalogue import EXTRACTORS, direction
 
-EXTRACTORS = ("domain", "inception")
-# metric prefix -> (what it is, which way is better)
-DESCRIPTIONS = {
-    "fd": ("Frechet distance", "lower"),
-    "frd": ("Frechet radiomics distance (frd-score)", "lower"),
-    "kid": ("kernel distance (KID)", "lower"),
-    "precision": ("precision (k=5)", "higher"),
-    "recall": ("recall (k=5)", "higher"),
-    "density": ("density (k=5)", "~1"),
-    "coverage": ("coverage (k=5)", "higher"),
-    "is": ("Inception-style score on classifier logits", "~floor"),
-    "ssim_best": ("best SSIM to a real test image (seed 004)", "~floor"),
-    "diversity_ssim": ("mean SSIM of random pairs (high = mode collapse)", "~floor"),
-    "near_copies": ("fraction of near-copies of training images", "lower"),
-    "c2st": ("classifier two-sample test accuracy (0.5 = indistinguishable)", "-> 0.5"),
-    "tstr": ("train-on-synthetic, test-on-real classifier AUC/ACC (floor: trained on as many real images)", "higher"),
+# extractor name -> builder(train, test, device, inception_weights, domain_steps)
+BUILDERS = {
+    "domain": lambda train, test, device, weights, steps: DomainExtractor(train, test, steps=steps, device=device),
+    "inception": lambda train, test, device, weights, steps: InceptionExtractor(weights, device=device),
 }
-
-
-def direction(metric: str) -> str:
-    """Which way is better for a metric named like evaluate's results (``fd_domain`` -> ``lower``); "" if unknown."""
-    prefix = next((p for p in sorted(DESCRIPTIONS, key=len, reverse=True) if metric.startswith(p)), None)
-    return DESCRIPTIONS[prefix][1] if prefix else ""
-
-
-def badness(metric: str, value: float, floor: float) -> float:
-    """How far ``value`` is from good in the metric's own units, larger = worse: the value itself
-    (lower is better), its negative (higher), or its distance to 1, 0.5 or the real-vs-real ``floor``."""
-    way = direction(metric)
-    targets = {"~1": 1.0, "-> 0.5": 0.5, "~floor": floor}
-    if way in targets:
-        return abs(value - targets[way])
-    if way in ("lower", "higher"):
-        return value if way == "lower" else -value
-    raise ValueError(f"no direction known for metric {metric!r}; add it to DESCRIPTIONS")
+assert set(BUILDERS) == set(EXTRACTORS)
 
 
 def build_extractor(name: str, train: ImageSet, test: ImageSet, device="cpu", inception_weights=None, domain_steps: int | None = None):
-    if name == "domain":
-        return DomainExtractor(train, test, steps=domain_steps, device=device)
-    if name == "inception":
-        return InceptionExtractor(inception_weights, device=device)
-    raise ValueError(f"unknown extractor {name!r}; choose from {', '.join(EXTRACTORS)}")
+    if name not in BUILDERS:
+        raise ValueError(f"unknown extractor {name!r}; choose from {', '.join(EXTRACTORS)}")
+    return BUILDERS[name](train, test, device, inception_weights, domain_steps)
 
 
 def _feature_metrics(features, logits, test_features, k: int = 5) -> dict:
@@ -176,8 +148,6 @@ def evaluate(
             metrics[f"kid_{name}"]["value_std"] = gen[f"kid_std_{name}"]
 
         try:  # optional extra: computed only where frd-score (and pyradiomics) are installed
-            from medgan.evaluation.frd import frechet_radiomics_distance
-
             put("frd", frechet_radiomics_distance(generated[:n_pixel], real_test), frechet_radiomics_distance(floor[:n_pixel], real_test))
             result["frd"] = {"available": True}
         except Unavailable as e:
@@ -226,78 +196,7 @@ def format_table(result: dict) -> str:
 
 def save_closest_pairs(generated: torch.Tensor, train: ImageSet, copies: dict, path) -> None:
     """PNG of the generated images closest to a training image: top row generated, bottom row train."""
-    from torchvision.utils import save_image
-
-    from medgan import io
-
     gen = generated[copies["closest_generated"]]
     real = train.uint8(torch.tensor(copies["closest_train"], dtype=torch.long))
-    with io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         save_image(torch.cat([gen, real]).float() / 255, tmp, nrow=len(gen), padding=2, pad_value=1.0, format="png")
-
-
-class EvaluateDuringTraining:
-    """Epoch hook: every ``eval_every`` epochs (and the last) evaluate with the domain extractor and log
-    ``{"kind": "eval", ...}`` to metrics.jsonl and TensorBoard, so metric-vs-epoch curves exist.
-
-    With ``keep_best`` the periodic evaluations are against the validation split instead (``"kind":
-    "select"``): each that improves the chosen metric saves ``checkpoints/best.pt``, and the last epoch
-    evaluates that best checkpoint against the test split (``"kind": "eval"``), so choosing a checkpoint
-    never sees the test split."""
-
-    def __init__(self, reference: ImageSet | None = None, domain_steps: int | None = None):
-        self.reference, self.domain_steps = reference, domain_steps
-
-    def __call__(self, trainer, log) -> None:
-        cfg = trainer.cfg
-        last = trainer.last_epoch
-        if trainer.epoch % cfg.eval_every and not last:
-            return
-        from medgan.data import load_dataset
-
-        split = "val" if cfg.keep_best else "test"
-        if self.reference is None:
-            self.reference = load_dataset(cfg.dataset, split, cfg.size, cfg.channels, cfg.data_root or None)
-        with trainer.sampling() as generator:
-            metrics = self._evaluate(trainer, log, generator, self.reference, "select" if cfg.keep_best else "eval", tstr=last and not cfg.keep_best)
-        if cfg.keep_best:
-            self._keep_if_best(trainer, log, metrics[cfg.keep_best])
-            if last:
-                from medgan.sample import load_run
-
-                test = load_dataset(cfg.dataset, "test", cfg.size, cfg.channels, cfg.data_root or None)
-                best, _ = load_run(trainer.out, str(trainer.device), checkpoint="best")
-                self._evaluate(trainer, log, best, test, "eval", tstr=True, extra={"checkpoint": "best", "best_epoch": log.info["best"]["epoch"]})
-
-    def _evaluate(self, trainer, log, generator, reference: ImageSet, kind: str, tstr: bool, extra: dict | None = None) -> dict:
-        from medgan.sample import generate_for_config
-
-        cfg = trainer.cfg
-        n = min(cfg.eval_samples, 10 * len(trainer.data))
-        # Conditional runs: labels as in the train split; TSTR (two classifier trainings) only when asked (the last epoch).
-        images, labels = generate_for_config(generator, cfg, n, cfg.seed, "as-train", trainer.data)
-        result = evaluate(images, trainer.data, reference, ("domain",), trainer.device, domain_steps=self.domain_steps, n_pixel=200,
-                          labels=labels if tstr else None)
-        record = {"kind": kind, "step": trainer.step, "epoch": trainer.epoch, **(extra or {})}
-        for name, m in result["metrics"].items():
-            record[name], record[f"{name}_floor"] = m["value"], m["floor"]
-        record["eval_time_s"] = result["seconds"]
-        info = result["extractors"]["domain"]
-        record["domain_test_auc"], record["domain_test_acc"] = info["test_auc"], info["test_acc"]
-        log.scalars(record)
-        save_closest_pairs(images, trainer.data, result["memorisation"], trainer.out / "nearest_train.png")
-        return result["metrics"]
-
-    @staticmethod
-    def _keep_if_best(trainer, log, metric: dict) -> None:
-        """Save the training state as checkpoints/best.pt when ``metric`` beats the best so far (run.json "best")."""
-        from medgan import io
-        from medgan.train import BEST_CHECKPOINT
-
-        name = trainer.cfg.keep_best
-        score = badness(name, metric["value"], metric["floor"])
-        best = log.info.get("best")
-        if best is None or best["metric"] != name or score < best["badness"]:
-            io.save_torch(trainer.out / BEST_CHECKPOINT, trainer.state())
-            log.status(best={"metric": name, "value": metric["value"], "floor": metric["floor"], "badness": score,
-                             "epoch": trainer.epoch, "step": trainer.step, "split": "val"})

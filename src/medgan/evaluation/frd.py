@@ -23,10 +23,6 @@ def _frd_module():
     return frd
 
 
-def check_available() -> None:
-    _frd_module()
-
-
 def frechet_radiomics_distance(images_a: torch.Tensor, images_b: torch.Tensor) -> float:
     """FRD between two uint8 (N, C, H, W) image sets (grayscale or RGB)."""
     from PIL import Image

@@ -6,10 +6,7 @@ import math
 
 from scipy import stats
 
-# metric -> True when lower is better; metrics not listed are not ranked
-LOWER_IS_BETTER = {"fd_domain": True, "kid_domain": True, "fd_inception": True, "kid_inception": True,
-                   "precision_domain": False, "recall_domain": False, "coverage_domain": False, "near_copies": True,
-                   "c2st": True}
+from medgan.metrics.catalogue import TARGETS, badness, direction
 
 
 def summarise(values: list[float]) -> dict:
@@ -44,24 +41,24 @@ def aggregate(runs: list[dict]) -> dict:
 
 
 def separations(summary: dict, metric: str) -> list[tuple[str, str]]:
-    """Pairs (better, worse) of variants whose 95% intervals on ``metric`` do not overlap."""
-    lower = LOWER_IS_BETTER[metric]
+    """Pairs (better, worse) of variants whose 95% intervals on ``metric`` do not overlap in how far they
+    are from good (the catalogue's direction: lower, higher, or nearer a target such as C2ST's 0.5)."""
     rows = {v: s[metric] for v, s in summary.items() if v != "real floor" and metric in s and s[metric]["n"] >= 2}
-    pairs = []
-    for a, sa in rows.items():
-        for b, sb in rows.items():
-            a_hi, b_lo = sa["mean"] + sa["ci95"], sb["mean"] - sb["ci95"]
-            a_lo, b_hi = sa["mean"] - sa["ci95"], sb["mean"] + sb["ci95"]
-            if (lower and a_hi < b_lo) or (not lower and a_lo > b_hi):
-                pairs.append((a, b))
-    return sorted(pairs)
+    target = TARGETS.get(direction(metric))
+
+    def distance(s: dict) -> tuple[float, float]:
+        """(nearest, farthest) distance from good over the interval."""
+        low, high = s["mean"] - s["ci95"], s["mean"] + s["ci95"]
+        ends = sorted((badness(metric, low), badness(metric, high)))
+        return (0.0, ends[1]) if target is not None and low <= target <= high else (ends[0], ends[1])
+
+    spans = {v: distance(s) for v, s in rows.items()}
+    return sorted((a, b) for a in rows for b in rows if spans[a][1] < spans[b][0])
 
 
 def ranking(summary: dict, metrics: list[str]) -> list[dict]:
     """Variants ranked by their mean rank (1 = best) over ``metrics``, each metric scored by how far its
-    mean over seeds is from good (``evaluate.badness``: its value, or its distance to 1, 0.5 or the real floor)."""
-    from medgan.evaluation.evaluate import badness
-
+    mean over seeds is from good (``badness``: its value, or its distance to 1, 0.5 or the real floor)."""
     floor = summary.get("real floor", {})
     variants = [v for v in summary if v != "real floor"]
     ranks: dict[str, dict[str, int]] = {v: {} for v in variants}

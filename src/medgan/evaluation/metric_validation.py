@@ -24,16 +24,17 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
-from medgan import io
+from medgan import files
 from medgan.data import ImageSet
 from medgan.evaluation.disturb import LEVELS, STRENGTHS, disturbances, other_source
-from medgan.evaluation.evaluate import Scorer, badness, build_extractors, direction
+from medgan.evaluation.evaluate import Scorer, build_extractors
+from medgan.metrics.catalogue import NOT_VALIDATED, badness, direction
 
 MULTIPLE = 2.0  # sensitive: the smallest level's deviation exceeds MULTIPLE x the seed-to-seed spread
-NOT_VALIDATED = {"near_copies": "measures memorisation of training images, which no disturbance of test images changes"}
 RULE = (f"monotone: the deviation from level 0 in the metric's worse direction never decreases from one level to "
         f"the next by more than the spread and is > {MULTIPLE:g} x the spread (and > 0) at level {LEVELS}; sensitive: monotone and the level-1 deviation > {MULTIPLE:g} x the "
         f"metric's seed-to-seed spread (std over random half-splits of the real test split); "
@@ -140,20 +141,13 @@ def plot(result: dict, path) -> None:
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{result['dataset']}: metrics under disturbances of real images (solid: sensitive)")
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
 
 
 def write_validation(result: dict, out) -> None:
-    from pathlib import Path
-
     out = Path(out)
-    io.write_json(out / "validation.json", result)
-    io.write_text(out / "validation.md", to_markdown(result))
+    files.write_json(out / "validation.json", result)
+    files.write_text(out / "validation.md", to_markdown(result))
     plot(result, out / "validation.png")
-
-
-def passed_metrics(validation: dict) -> dict[str, bool]:
-    """metric -> passed, from a validation result."""
-    return {m: row["passed"] for m, row in validation["metrics"].items()}

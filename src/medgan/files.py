@@ -1,4 +1,4 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves a half-written result or checkpoint."""
+"""Atomic file writes and safe loads: a crash or Ctrl-C never leaves a half-written result or checkpoint."""
 
 from __future__ import annotations
 

@@ -1,0 +1,83 @@
+"""Evaluation during training: an epoch hook that scores the sampling generator with the domain extractor.
+
+It gets what it needs from the trainer (the config, the run directory, the training images, the device,
+a context giving the sampling generator, a callback that saves the best state) and knows nothing else of
+training. Every ``eval_every`` epochs (and the last) it logs ``{"kind": "eval", ...}`` to metrics.jsonl and
+TensorBoard, so metric-vs-epoch curves exist.
+
+With ``keep_best`` the periodic evaluations are against the validation split instead (``"kind":
+"select"``): each that improves the chosen metric saves ``checkpoints/best.pt``, and the last epoch
+evaluates that best checkpoint against the test split (``"kind": "eval"``), so choosing a checkpoint
+never sees the test split.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, ContextManager
+
+import torch
+
+from medgan import data
+from medgan.config import TrainConfig
+from medgan.data import ImageSet
+from medgan.evaluation.evaluate import evaluate, save_closest_pairs
+from medgan.metrics.catalogue import badness
+from medgan.rundir import RunDir, load_run
+from medgan.sample import generate_for_config
+
+
+class EvaluateDuringTraining:
+    def __init__(self, cfg: TrainConfig, run: RunDir, train: ImageSet, device: torch.device,
+                 sampling: Callable[[], ContextManager[torch.nn.Module]], save_best: Callable[[], None],
+                 reference: ImageSet | None = None, domain_steps: int | None = None):
+        self.cfg, self.run, self.train, self.device = cfg, run, train, device
+        self.sampling, self.save_best = sampling, save_best
+        self.reference, self.domain_steps = reference, domain_steps
+
+    def __call__(self, epoch: int, step: int, last: bool, log) -> None:
+        """Evaluate at the end of ``epoch`` (1-based count of finished epochs) if it is due; ``last``: the run's last."""
+        cfg = self.cfg
+        if epoch % cfg.eval_every and not last:
+            return
+        if self.reference is None:
+            self.reference = self._split("val" if cfg.keep_best else "test")
+        position = {"step": step, "epoch": epoch}
+        with self.sampling() as generator:
+            metrics = self._evaluate(generator, self.reference, {"kind": "select" if cfg.keep_best else "eval", **position},
+                                     log, tstr=last and not cfg.keep_best)
+        if cfg.keep_best:
+            self._keep_if_best(metrics[cfg.keep_best], position, log)
+            if last:
+                best, _ = load_run(self.run.path, str(self.device), "best")
+                self._evaluate(best, self._split("test"), {"kind": "eval", **position, "checkpoint": "best",
+                                                           "best_epoch": log.info["best"]["epoch"]}, log, tstr=True)
+
+    def _split(self, split: str) -> ImageSet:
+        cfg = self.cfg
+        return data.load_dataset(cfg.dataset, split, cfg.size, cfg.channels, cfg.data_root or None)
+
+    def _evaluate(self, generator, reference: ImageSet, record: dict, log, tstr: bool) -> dict:
+        cfg = self.cfg
+        n = min(cfg.eval_samples, 10 * len(self.train))
+        # Conditional runs: labels as in the train split; TSTR (two classifier trainings) only when asked (the last epoch).
+        images, labels = generate_for_config(generator, cfg, n, cfg.seed, "as-train", self.train)
+        result = evaluate(images, self.train, reference, ("domain",), self.device, domain_steps=self.domain_steps, n_pixel=200,
+                          labels=labels if tstr else None)
+        for name, m in result["metrics"].items():
+            record[name], record[f"{name}_floor"] = m["value"], m["floor"]
+        record["eval_time_s"] = result["seconds"]
+        info = result["extractors"]["domain"]
+        record["domain_test_auc"], record["domain_test_acc"] = info["test_auc"], info["test_acc"]
+        log.scalars(record)
+        save_closest_pairs(images, self.train, result["memorisation"], self.run.nearest_train)
+        return result["metrics"]
+
+    def _keep_if_best(self, metric: dict, position: dict, log) -> None:
+        """Save the training state as the best checkpoint when ``metric`` beats the best so far (run.json "best")."""
+        name = self.cfg.keep_best
+        score = badness(name, metric["value"], metric["floor"])
+        best = log.info.get("best")
+        if best is None or best["metric"] != name or score < best["badness"]:
+            self.save_best()
+            log.status(best={"metric": name, "value": metric["value"], "floor": metric["floor"], "badness": score,
+                             **position, "split": "val"})

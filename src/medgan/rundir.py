@@ -1,0 +1,109 @@
+"""A run directory: the one module that knows where a run keeps its files and how to load a run.
+
+    RUN/config.toml              the resolved config: all that is needed to rebuild the run
+    RUN/run.json                 status, segments and wall time, the best checkpoint's record
+    RUN/metrics.jsonl            one JSON record per logged interval, epoch and evaluation
+    RUN/checkpoints/last.pt      the latest training state (resume starts here)
+    RUN/checkpoints/best.pt      with keep_best: the state that scored best on the validation split
+    RUN/samples/epoch_NNN.png    sample grids from a fixed noise batch
+    RUN/tensorboard/             TensorBoard events
+    RUN/nearest_train.png        generated images above their nearest training images
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from medgan import MedganError, files
+from medgan.config import TrainConfig, load_toml
+from medgan.device import resolve_device
+from medgan.nets import nets_for
+
+CHECKPOINTS = ("auto", "best", "last")  # which checkpoint to load: auto = best when the run kept one, else last
+RESUME_CHANGEABLE = ("epochs", "max_minutes", "device", "precision")  # what --resume may change
+
+
+class RunDir:
+    """Paths of one run's files, and reading them back."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.toml"
+        self.info = self.path / "run.json"
+        self.metrics = self.path / "metrics.jsonl"
+        self.last_checkpoint = self.path / "checkpoints" / "last.pt"
+        self.best_checkpoint = self.path / "checkpoints" / "best.pt"
+        self.samples = self.path / "samples"
+        self.tensorboard = self.path / "tensorboard"
+        self.nearest_train = self.path / "nearest_train.png"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def grid(self, epoch: int) -> Path:
+        return self.samples / f"epoch_{epoch:03d}.png"
+
+    def latest_grid(self) -> Path | None:
+        grids = sorted(self.samples.glob("epoch_*.png"))
+        return grids[-1] if grids else None
+
+    def is_run(self) -> bool:
+        return self.config.exists()
+
+    def read_config(self) -> TrainConfig:
+        return load_toml(self.config)
+
+    def read_info(self) -> dict:
+        """run.json ({} before the run has started)."""
+        return json.loads(self.info.read_text()) if self.info.exists() else {}
+
+    def read_records(self, kind: str | None = None) -> list[dict]:
+        """metrics.jsonl's records, only those of ``kind`` ("epoch", "eval", "select") when given."""
+        if not self.metrics.exists():
+            return []
+        records = [json.loads(line) for line in self.metrics.read_text().splitlines() if line]
+        return [r for r in records if kind is None or r.get("kind") == kind]
+
+    def checkpoint(self, which: str = "auto") -> Path:
+        """The checkpoint to load: "last", "best" (kept by ``keep_best``) or "auto" = best when kept, else last."""
+        if which not in CHECKPOINTS:
+            raise MedganError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}; got {which!r}")
+        if not self.last_checkpoint.exists() or not self.config.exists():
+            raise MedganError(f"{self.path} is not a medgan run directory (needs config.toml and {self.last_checkpoint.relative_to(self.path)})")
+        best = self.best_checkpoint.exists()
+        if which == "best" and not best:
+            raise MedganError(f"{self.path} has no {self.best_checkpoint.relative_to(self.path)}: only runs trained with keep_best (and evaluated once) keep one")
+        return self.best_checkpoint if which != "last" and best else self.last_checkpoint
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "auto") -> tuple[torch.nn.Module, TrainConfig]:
+    """The run's generator (EMA weights when the checkpoint has them), in eval mode, and its config."""
+    run = RunDir(run_dir)
+    path = run.checkpoint(checkpoint)
+    cfg = run.read_config()
+    generator, _ = nets_for(cfg)
+    state = files.load_torch(path)
+    generator.load_state_dict(state.get("generator_ema", state["generator"]))
+    return generator.to(resolve_device(device)).eval(), cfg
+
+
+def config_for_resume(run_dir: str | Path, overrides: dict) -> TrainConfig:
+    """The run's own config; only how long and where it runs (``RESUME_CHANGEABLE``) may change."""
+    run = RunDir(run_dir)
+    if not run.config.exists():
+        raise MedganError(f"nothing to resume: {run.config} does not exist")
+    cfg = run.read_config()
+    changed = {k: v for k, v in overrides.items() if k not in (*RESUME_CHANGEABLE, "out") and v != getattr(cfg, k)}
+    if changed:
+        raise MedganError(f"cannot change {', '.join(sorted(changed))} when resuming {run}; only --epochs, --max-minutes, --device and --precision")
+    return cfg.replace(**{k: v for k, v in overrides.items() if k in RESUME_CHANGEABLE})
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """``runs/<dataset>-<model>-<loss>-s<seed>`` for a config without ``out``."""
+    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.dataset.replace("folder:", "").strip("/")) or "data"
+    return Path("runs") / f"{dataset}-{cfg.model}-{cfg.loss}-s{cfg.seed}"
