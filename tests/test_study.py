@@ -30,6 +30,17 @@ def test_aggregate_and_separations():
     assert separations(summary, "fd_domain") == [("a", "b")]  # c's interval overlaps both
 
 
+def test_separations_follow_the_catalogue_direction():
+    def summary_of(metric, values):
+        return aggregate([{"variant": v, "status": "finished", "metrics": {metric: x}} for v, xs in values.items() for x in xs])
+
+    recall = summary_of("recall_domain", {"low": [0.2, 0.21, 0.19], "high": [0.8, 0.81, 0.79]})
+    assert separations(recall, "recall_domain") == [("high", "low")]  # higher is better
+    # C2ST's target is 0.5: an interval around 0.5 beats one far above it, and one as far below it
+    c2st = summary_of("c2st", {"at_half": [0.49, 0.5, 0.51], "far": [0.9, 0.91, 0.89], "below": [0.1, 0.11, 0.09], "near": [0.55, 0.56, 0.54]})
+    assert separations(c2st, "c2st") == [("at_half", "below"), ("at_half", "far"), ("at_half", "near"), ("near", "below"), ("near", "far")]
+
+
 @pytest.fixture
 def tiny_study(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")

@@ -18,6 +18,8 @@ import torch
 
 from medgan import MedganError, MedganWarning
 from medgan.data.imageset import ImageSet
+from medgan.data.medmnist import cache_root
+from medgan.files import save_npz
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}
 SPLITS = ("train", "val", "test")
@@ -75,8 +77,6 @@ def _decode(path: Path, size: int):
 
 
 def _cache_file(root: Path, split: str, size: int, channels: int | None, files: list[Path]) -> Path:
-    from medgan.data.medmnist import cache_root
-
     stamp = "|".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     key = hashlib.md5(f"{root.resolve()}|{split}|{size}|{channels}|{stamp}".encode()).hexdigest()[:16]
     return cache_root() / "folders" / f"{root.name}-{split}-{size}-{key}.npz"
@@ -109,8 +109,6 @@ def load_folder(path: str, split: str = "train", size: int = 28, channels: int |
         channels_out = channels or (1 if all(g for _, g in decoded) else 3)
         images = np.stack([_as_channels(a, channels_out) for a, _ in decoded])
         kept_labels, skipped = np.array(kept, dtype=np.int64), len(bad)
-        from medgan.files import save_npz
-
         save_npz(cache, images=images, labels=kept_labels, skipped=np.array(skipped))
     if skipped:
         warnings.warn(f"{root}: skipped {skipped} unreadable image file(s) in split {split!r}", MedganWarning, stacklevel=2)

@@ -22,6 +22,7 @@ import torch
 from medmnist import INFO
 
 from medgan import MedganError, MedganWarning
+from medgan.files import atomic_path
 from medgan.data.imageset import ImageSet, convert_channels
 
 SIZES = (28, 64, 128, 224)
@@ -122,8 +123,6 @@ def _extract_npy(path: Path, member: str) -> Path:
     tag = hashlib.md5(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     out = cache_root() / "npy" / f"{path.stem}-{tag}-{member}"
     if not out.exists():
-        from medgan.files import atomic_path
-
         with zipfile.ZipFile(path) as z, z.open(member) as src, atomic_path(out) as tmp, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 22)
     return out

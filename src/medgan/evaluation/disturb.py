@@ -11,6 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medgan.data import load_dataset
+from medgan.data.imageset import convert_channels
+
 # level 1..4 -> strength of each disturbance (level 0 is always the identity)
 STRENGTHS = {
     "gaussian_noise": (0.02, 0.05, 0.10, 0.20),  # noise std, as a fraction of the 0..255 range
@@ -115,9 +118,6 @@ def mixed_in(other: torch.Tensor):
 def other_source(dataset: str, size: int, channels: int) -> tuple[str, torch.Tensor]:
     """(description, uint8 images) of another source to mix in: the built-in IHC patches, or for the
     built-in set itself, patches of the astronaut photo that ships with scikit-image."""
-    from medgan.data import load_dataset
-    from medgan.data.imageset import convert_channels
-
     if dataset != "builtin":
         return "built-in IHC patches (test split)", load_dataset("builtin", "test", size, channels).uint8()
     from skimage import data

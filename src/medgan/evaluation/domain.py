@@ -27,6 +27,7 @@ from torch import nn
 
 from medgan import files
 from medgan.data import ImageSet, to_float
+from medgan.data.medmnist import cache_root
 
 MAX_INPUT = 64  # larger images are downsampled to this before the net (keeps CPU cost flat)
 
@@ -214,8 +215,6 @@ def train_domain_net(train: ImageSet, test: ImageSet, steps: int | None = None, 
 
 def load_or_train(train: ImageSet, test: ImageSet, steps: int | None = None, device="cpu", verbose: bool = True) -> tuple[DomainNet, dict]:
     """The cached domain net for this train split, training (and caching) it on first use."""
-    from medgan.data.medmnist import cache_root
-
     steps = steps or default_steps()
     name = train.name.replace("folder:", "folder-").replace("/", "_")[-60:]
     path = cache_root() / "extractors" / f"domain-{ARCHITECTURE}-{name}-{train.size}px-{train.channels}ch-{steps}-{_fingerprint(train)}.pt"
