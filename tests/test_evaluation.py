@@ -190,7 +190,7 @@ def test_keep_best_selects_on_the_validation_split_and_sampling_uses_it(tmp_path
 
     real_load = medgan.data.load_dataset
     monkeypatch.setattr(medgan.data, "load_dataset", lambda name, split, *a, **k: loaded_splits.append(split) or real_load(name, split, *a, **k))
-    assert main(["train", "--dataset", "pneumoniamnist", "--data-root", str(root), "--epochs", "3", "--batch-size", "64", "--eval-every", "1",
+    assert main(["train", "--dataset", "pneumoniamnist", "--data-root", str(root), "--epochs", "3", "--batch-size", "64", "--eval-every", "1", "--eval-share", "1",
                  "--eval-samples", "128", "--keep-best", "c2st", "--no-progress", "--no-tensorboard", "--out", str(run)]) == 0
     assert loaded_splits == ["val", "test"]  # the test split is loaded only for the final evaluation of the best checkpoint
     records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]

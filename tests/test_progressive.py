@@ -27,7 +27,7 @@ from medgan.train import Trainer
 # 2 stages, 32 -> 64 px; 64 train images in batches of 32 = 2 steps per epoch; the new block fades in over
 # the first epoch of the 64 px stage (alpha 0.5, then 1).
 FLAGS = {"model": "progressive", "stages": "32:1,64", "fade_epochs": 1.0, "size": 64, "epochs": 3, "width": 8,
-         "batch_size": 32, "log_every": 1, "eval_every": 0, "dataset": "pneumoniamnist", "ema": 0.9}
+         "batch_size": 32, "log_every": 1, "eval_every": 0, "dataset": "pneumoniamnist", "ema": 0.9, "checkpoint_every_s": 0, "grid_every_s": 0}
 
 
 @pytest.fixture
@@ -155,7 +155,7 @@ def test_training_crosses_the_stage_boundary_and_samples_full_size(tmp_path, roo
     out = tmp_path / "run"
     flags = ["--dataset", "pneumoniamnist", "--data-root", str(root), "--size", "64", "--model", "progressive",
              "--stages", "32:1,64", "--fade-epochs", "1", "--epochs", "2", "--width", "8", "--batch-size", "32",
-             "--eval-every", "0", "--no-progress", "--no-tensorboard", "--out", str(out), *(["--conditional"] if conditional else [])]
+             "--eval-every", "0", "--grid-every-s", "0", "--no-progress", "--no-tensorboard", "--out", str(out), *(["--conditional"] if conditional else [])]
     assert main(["train", *flags]) == 0
     grids = [Image.open(out / "samples" / f"epoch_00{e}.png").size for e in (1, 2)]
     rows = 2 if conditional else 8  # conditional: one row of 8 per class (PneumoniaMNIST: 2)

@@ -25,7 +25,9 @@ def tiny_data(n=160, size=28, channels=1, seed=0):
 
 
 def run(tmp_path, name="run", data=None, resume=False, hooks=(), **cfg):
-    cfg = TrainConfig(**{"epochs": 1, "batch_size": 32, "log_every": 2, "width": 16, "eval_every": 0, "out": str(tmp_path / name), **cfg})
+    # checkpoints and sample grids every epoch: these tests are about what happens at epoch ends
+    cfg = TrainConfig(**{"epochs": 1, "batch_size": 32, "log_every": 2, "width": 16, "eval_every": 0, "checkpoint_every_s": 0, "grid_every_s": 0,
+                         "out": str(tmp_path / name), **cfg})
     trainer = Trainer(cfg, data=data or tiny_data(), progress=False)
     trainer.step_hooks.extend(hooks)
     trainer.fit(resume=resume)

@@ -43,7 +43,10 @@ TRAIN_FLAGS = {
     "--precision": (str, "fp32, bf16 (bfloat16 autocast: ~2x per step on a CPU with AMX or AVX512-BF16), or auto: bf16 where the device has bf16 units (default fp32)"),
     "--out": (str, "run directory (default runs/<dataset>-<model>-<loss>-s<seed>)"),
     "--log-every": (int, "steps between logged records (default 10)"),
-    "--eval-every": (int, "evaluate with the domain extractor every K epochs and at the end (default 5; 0 = never)"),
+    "--eval-every": (int, "evaluate with the domain extractor at most every K epochs, as --eval-share allows, and at the end (default 1; 0 = never)"),
+    "--eval-share": (float, "the most of the wall time that evaluations during training may take (default 0.08; 1 = every --eval-every epochs)"),
+    "--checkpoint-every-s": (float, "seconds between checkpoints, also written at the end and on Ctrl-C (default 60; 0 = every epoch)"),
+    "--grid-every-s": (float, "seconds between sample grids, also written at the end (default 120; 0 = every epoch)"),
     "--eval-samples": (int, "generated images per evaluation during training (default 2000)"),
     "--keep-best": (str, "c2st, fd_domain, kid_domain, precision_domain, recall_domain or coverage_domain: evaluate on the "
                          "validation split and keep checkpoints/best.pt, which sample and evaluate then use (default off)"),

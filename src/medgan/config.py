@@ -62,7 +62,10 @@ class TrainConfig:
     out: str = ""  # "" = runs/<dataset>-<model>-<loss>-s<seed>
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard scalar records
     grid_size: int = 64  # images in the per-epoch sample grid (fixed noise)
-    eval_every: int = 5  # evaluate with the domain extractor every K epochs and at the end; 0 = never
+    eval_every: int = 1  # evaluate with the domain extractor at most every K epochs (as eval_share allows) and at the end; 0 = never
+    eval_share: float = 0.08  # the most of the run's wall time that evaluations during training may take (1 = every eval_every epochs); 0.08 leaves room for the final one
+    checkpoint_every_s: float = 60.0  # seconds between checkpoints (also at the end and on a stop); 0 = every epoch
+    grid_every_s: float = 120.0  # seconds between sample grids (PNG and TensorBoard image; also the last epoch); 0 = every epoch
     eval_samples: int = 2000  # generated images per evaluation during training
     keep_best: str = ""  # e.g. "c2st": evaluations use the validation split and keep checkpoints/best.pt, which sampling uses; "" = off
 
@@ -115,6 +118,10 @@ def check(cfg: TrainConfig) -> TrainConfig:
         raise MedganError(f"n_critic must be >= 1 (or 0 for the loss's default), got {cfg.n_critic}")
     if not cfg.lr > 0 or cfg.lr_d < 0:
         raise MedganError(f"lr must be > 0 and lr_d >= 0 (0 = lr), got {cfg.lr}, {cfg.lr_d}")
+    if not 0 < cfg.eval_share <= 1:
+        raise MedganError(f"eval_share must be in (0, 1] (e.g. 0.1 = evaluations take at most 10% of the run), got {cfg.eval_share}")
+    if cfg.checkpoint_every_s < 0 or cfg.grid_every_s < 0:
+        raise MedganError(f"checkpoint_every_s and grid_every_s must be >= 0 (0 = every epoch), got {cfg.checkpoint_every_s}, {cfg.grid_every_s}")
     if cfg.max_minutes < 0:
         raise MedganError(f"max_minutes must be >= 0 (0 = no time budget), got {cfg.max_minutes}")
     if cfg.r1 < 0:

@@ -65,7 +65,7 @@ class Progression:
         stage = self.schedule.stage_at(trainer.epoch)
         if stage != self.stage:
             self.stage = stage
-            trainer.data = FadingImages.of(self.images_at(stage.size))
+            trainer.data = FadingImages.of(self.images_at(stage.size)).resident(trainer.device)
 
     def before_step(self, trainer) -> None:
         alpha = self.schedule.alpha(trainer.epoch, trainer.batch_index, trainer.batches_per_epoch())
@@ -79,11 +79,15 @@ class Progression:
             return self.full_size
         return resized(self.full_size, size) if self.given else stage_images(self.cfg, size)
 
+    def in_last_stage(self, epochs_done: int) -> bool:
+        """Whether the epoch that just ended (``epochs_done`` finished) trained at full size."""
+        return self.schedule.stage_at(epochs_done - 1) is self.schedule.stages[-1]
+
     def at_full_size(self, hook):
         """An epoch hook that runs only in the last stage (evaluation compares with full-size test images)."""
 
         def run(trainer, log):
-            if self.schedule.stage_at(trainer.epoch - 1) is self.schedule.stages[-1]:
+            if self.in_last_stage(trainer.epoch):
                 hook(trainer, log)
 
         return run

@@ -72,12 +72,16 @@ class RunDir:
         """The checkpoint to load: "last", "best" (kept by ``keep_best``) or "auto" = best when kept, else last."""
         if which not in CHECKPOINTS:
             raise MedganError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}; got {which!r}")
-        if not self.last_checkpoint.exists() or not self.config.exists():
-            raise MedganError(f"{self.path} is not a medgan run directory (needs config.toml and {self.last_checkpoint.relative_to(self.path)})")
-        best = self.best_checkpoint.exists()
-        if which == "best" and not best:
+        last = self.last_checkpoint.relative_to(self.path)
+        if not self.config.exists():
+            raise MedganError(f"{self.path} is not a medgan run directory (needs config.toml and {last})")
+        if self.best_checkpoint.exists() and which != "last":
+            return self.best_checkpoint
+        if which == "best":
             raise MedganError(f"{self.path} has no {self.best_checkpoint.relative_to(self.path)}: only runs trained with keep_best (and evaluated once) keep one")
-        return self.best_checkpoint if which != "last" and best else self.last_checkpoint
+        if not self.last_checkpoint.exists():
+            raise MedganError(f"{self.path} is not a medgan run directory (needs config.toml and {last})")
+        return self.last_checkpoint
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "auto") -> tuple[torch.nn.Module, TrainConfig]:

@@ -77,6 +77,10 @@ class RunLog:
         """Wall time of the run's finished segments together."""
         return sum(segment.get("wall_time_s", 0.0) for segment in self.info.get("segments", []))
 
+    def eval_seconds(self) -> float:
+        """Time the run's finished segments spent evaluating during training."""
+        return sum(segment.get("eval_s", 0.0) for segment in self.info.get("segments", []))
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()

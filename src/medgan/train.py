@@ -30,6 +30,7 @@ from medgan.nets import nets_for
 from medgan.progression import Progression
 from medgan.rundir import RunDir, default_run_dir
 from medgan.runlog import RunLog
+from medgan.schedule import Interval, TimeShare
 
 def make_optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Adam:
     # The fused Adam kernel updates all tensors in one pass (CPU and CUDA). Measured on the 2-core CPU
@@ -81,18 +82,15 @@ class Trainer:
         self.epoch_shuffle_state = self.shuffle.get_state()
         self.progress, self.tensorboard = progress, tensorboard
         self.step_hooks: list = []  # callables(trainer) run after every step (tests, extensions)
-        self.epoch_hooks: list = []  # callables(trainer, log) run after every epoch (evaluation)
+        self.epoch_hooks: list = []  # callables(trainer, log) run after every epoch (extensions, benchmarks)
         self.stop_requested = False
         self.deadline, self.last_epoch = math.inf, False  # set by fit from max_minutes; by the loop at each epoch end
+        self.clock = time.time  # what the schedules read (tests set a fake one)
+        self.checkpointed_step: int | None = None  # the step of the newest last.pt
         # Progressive training swaps self.data per stage and sets the fade-in before each step.
         self.progression = Progression(cfg, self.data, given=data is not None) if cfg.model == "progressive" else None
-        if cfg.eval_every:
-            evaluation = EvaluateDuringTraining(cfg, self.run, self.data, self.device, self.sampling, self.save_best, eval_data)
-
-            def evaluate(trainer, log):
-                evaluation(trainer.epoch, trainer.step, trainer.last_epoch, log)
-
-            self.epoch_hooks.append(self.progression.at_full_size(evaluate) if self.progression else evaluate)
+        self.evaluation = EvaluateDuringTraining(cfg, self.run, self.data, self.device, self.sampling, self.save_best, eval_data) if cfg.eval_every else None
+        self.data = self.data.resident(self.device)  # on a GPU: the uint8 images live there, batches are gathered there
 
     def _label_settings(self, cfg: TrainConfig) -> dict:
         if not cfg.conditional:
@@ -157,6 +155,7 @@ class Trainer:
         except (RuntimeError, KeyError, EOFError, OSError) as e:
             raise MedganError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {e}); start a new run with another --out") from None
         self.epoch, self.batch_index, self.step = state["epoch"], state["batch_index"], state["step"]
+        self.checkpointed_step = self.step
         self.epoch_shuffle_state = state["epoch_shuffle_state"]
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state["cuda_rng"]:
@@ -221,8 +220,12 @@ class Trainer:
             log.truncate_after(self.step)
         earlier = log.training_seconds()
         log.started(str(self.device), resume)
-        t_start = time.time()
+        self.t_start = t_start = self.clock()
+        self.earlier_seconds = earlier
         self.deadline = t_start + 60 * cfg.max_minutes - earlier if cfg.max_minutes else math.inf
+        self.checkpoints, self.grids = Interval(cfg.checkpoint_every_s, t_start), Interval(cfg.grid_every_s, t_start)
+        self.eval_time = TimeShare(cfg.eval_share, log.eval_seconds())
+        self.segment_eval_seconds = 0.0
         try:
             with self._signals_stop_training():
                 self._loop(log)
@@ -233,13 +236,14 @@ class Trainer:
             log.status(status="failed", error=f"{type(e).__name__}: {e}")
             raise
         finally:
-            log.info["segments"][-1]["wall_time_s"] = time.time() - t_start
-            log.status(wall_time_s=log.training_seconds())
+            log.info["segments"][-1].update(wall_time_s=self.clock() - t_start, eval_s=self.segment_eval_seconds)
+            wall = log.training_seconds()
+            log.status(wall_time_s=wall, eval_seconds=log.eval_seconds(), eval_share=log.eval_seconds() / wall if wall else 0.0)
             log.close()
         if self.stop_requested:
             log.status(status="interrupted", epochs_done=self.epoch)
         else:
-            log.status(status="finished", epochs_done=self.epoch, finished=time.time(),
+            log.status(status="finished", epochs_done=self.epoch, finished=self.clock(),
                        stopped_by="epochs" if self.epoch == cfg.epochs else "max_minutes")
         return self.out
 
@@ -253,7 +257,7 @@ class Trainer:
                 self.progression.start_epoch(self)
             data, n_batches = self.data, self.batches_per_epoch()
             self.shuffle.set_state(self.epoch_shuffle_state)
-            order = torch.randperm(len(data), generator=self.shuffle)[: n_batches * cfg.batch_size].view(n_batches, -1)
+            order = torch.randperm(len(data), generator=self.shuffle)[: n_batches * cfg.batch_size].view(n_batches, -1).to(data.images.device)
             epoch_records: list[dict] = []
             while self.batch_index < n_batches:
                 if self.progression:
@@ -273,17 +277,19 @@ class Trainer:
                     summary = self._flush(pending, log, (t_now - t_interval) / len(pending))
                     epoch_records.append(summary | {"n": len(pending)})
                     bar.update(len(pending))
-                    bar.set_postfix(img_s=f"{cfg.batch_size / summary['step_time_s']:.0f}", d=f"{summary['d_loss']:.3f}", g=f"{summary.get('g_loss', float('nan')):.3f}", refresh=False)
+                    bar.set_postfix(img_s=f"{cfg.batch_size / summary['step_time_s']:.0f}", d=f"{summary['d_loss']:.3f}",
+                                    g=f"{summary.get('g_loss', float('nan')):.3f}", eval=f"{self.eval_time.spent:.0f}s", refresh=False)
                     pending, t_interval = [], t_now
+                    if self.batch_index < n_batches and (self.stop_requested or (cfg.checkpoint_every_s and self.checkpoints.due(self.clock()))):
+                        self._checkpoint(log)  # mid-epoch (an epoch's end checkpoints in _end_epoch)
                 if self.stop_requested and self.batch_index < n_batches:  # on an epoch's last step, finish the epoch
-                    self.save()
                     bar.close()
                     return
             self.epoch += 1
             self.batch_index = 0
             self.epoch_shuffle_state = self.shuffle.get_state()
             # The run's last epoch: all of them, or past max_minutes (epoch hooks read it, e.g. the final evaluation).
-            self.last_epoch = self.epoch == cfg.epochs or time.time() > self.deadline
+            self.last_epoch = self.epoch == cfg.epochs or self.clock() > self.deadline
             self._end_epoch(log, epoch_records)  # writes the checkpoint
             if self.stop_requested or self.last_epoch:  # a signal on the epoch's last step, an epoch hook, or the end
                 break
@@ -298,7 +304,8 @@ class Trainer:
         if bad:
             raise NonFiniteLoss(
                 f"non-finite {', '.join(bad)} at step {self.step} (epoch {self.epoch + 1}); training stopped. "
-                f"The last good checkpoint ({self.run.last_checkpoint}, end of epoch {self.epoch}) is kept. "
+                + (f"The last good checkpoint ({self.run.last_checkpoint}, step {self.checkpointed_step}) is kept. " if self.checkpointed_step is not None
+                   else f"No checkpoint was written yet (the first after {self.cfg.checkpoint_every_s:g} s). ") +
                 "Try a lower --lr, another --loss (e.g. wgan-gp or lsgan), or a different --seed."
             )
         record = {"step": self.step, "epoch": self.epoch + 1, **means, "step_time_s": step_time}
@@ -311,10 +318,31 @@ class Trainer:
         summary = {k: sum(r[k] * r["n"] for r in records if k in r) / sum(r["n"] for r in records if k in r) for k in keys}
         summary["epoch_time_s"] = summary.pop("step_time_s") * total
         log.scalars({"kind": "epoch", "step": self.step, "epoch": self.epoch, **summary})
-        log.sample_grid(self.sample_grid(), self.epoch, self.step)
+        if self.last_epoch or self.stop_requested or self.grids.due(self.clock()):
+            log.sample_grid(self.sample_grid(), self.epoch, self.step)
+            self.grids.fired(self.clock())
+        if self._evaluation_due():
+            started = self.clock()
+            self.evaluation(self.epoch, self.step, self.last_epoch, log)
+            self.eval_time.add(self.clock() - started)
+            self.segment_eval_seconds += self.clock() - started
         for hook in self.epoch_hooks:
             hook(self, log)
+        if self.last_epoch or self.stop_requested or self.checkpoints.due(self.clock()):
+            self._checkpoint(log)
+
+    def _evaluation_due(self) -> bool:
+        """At the run's last epoch; else every ``eval_every`` epochs when evaluations stay within ``eval_share`` of
+        the wall time. Progressive runs evaluate only at full size."""
+        if self.evaluation is None or (self.progression and not self.progression.in_last_stage(self.epoch)):
+            return False
+        elapsed = self.earlier_seconds + self.clock() - self.t_start
+        return self.last_epoch or (self.epoch % self.cfg.eval_every == 0 and self.eval_time.due(elapsed))
+
+    def _checkpoint(self, log: RunLog) -> None:
         self.save()
+        self.checkpointed_step = self.step
+        self.checkpoints.fired(self.clock())
         log.status(epochs_done=self.epoch)
 
     @torch.no_grad()

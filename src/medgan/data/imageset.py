@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -77,6 +78,13 @@ class ImageSet:
         """Images (all, or ``index``) as uint8 (n, channels, H, W)."""
         images = self.images if index is None else self.images[index]
         return convert_channels(images, self.channels).contiguous()
+
+    def resident(self, device: torch.device | str) -> "ImageSet":
+        """The set with its images (uint8, converted to ``channels``) and labels on ``device``, so that batches are
+        gathered there with no copy per step; on the CPU the set itself (memory maps are never copied)."""
+        if torch.device(device).type == "cpu":
+            return self
+        return dataclasses.replace(self, images=self.uint8().to(device), labels=self.labels.to(device))
 
     def batch(self, index: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
         """A float batch in [-1, 1] on ``device``; the uint8 -> float step runs on the device."""

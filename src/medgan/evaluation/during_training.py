@@ -2,8 +2,8 @@
 
 It gets what it needs from the trainer (the config, the run directory, the training images, the device,
 a context giving the sampling generator, a callback that saves the best state) and knows nothing else of
-training. Every ``eval_every`` epochs (and the last) it logs ``{"kind": "eval", ...}`` to metrics.jsonl and
-TensorBoard, so metric-vs-epoch curves exist.
+training. The trainer calls it when an evaluation is due (``eval_every``, ``eval_share``, the last epoch); it
+logs ``{"kind": "eval", ...}`` to metrics.jsonl and TensorBoard, so metric-vs-epoch curves exist.
 
 With ``keep_best`` the periodic evaluations are against the validation split instead (``"kind":
 "select"``): each that improves the chosen metric saves ``checkpoints/best.pt``, and the last epoch
@@ -35,10 +35,8 @@ class EvaluateDuringTraining:
         self.reference, self.domain_steps = reference, domain_steps
 
     def __call__(self, epoch: int, step: int, last: bool, log) -> None:
-        """Evaluate at the end of ``epoch`` (1-based count of finished epochs) if it is due; ``last``: the run's last."""
+        """Evaluate at the end of ``epoch`` (1-based count of finished epochs); ``last``: the run's last epoch."""
         cfg = self.cfg
-        if epoch % cfg.eval_every and not last:
-            return
         if self.reference is None:
             self.reference = self._split("val" if cfg.keep_best else "test")
         position = {"step": step, "epoch": epoch}
