@@ -25,7 +25,7 @@ from medgan.train import Trainer
 STUDY_PRESETS: dict[str, dict] = {
     # The README's main job: the built-in dataset, all four seed losses, a few epochs, < 5 min on 2 CPU cores.
     "quickstart": {"dataset": "builtin", "models": ["dcgan"], "losses": ["gan", "lsgan", "wgan", "wgan-gp"],
-                   "seeds": 3, "train": {"epochs": 4, "width": 32, "eval_samples": 1000}},
+                   "seeds": 3, "train": {"epochs": 4, "width": 32, "eval_samples": 1000, "eval_every": 4}},  # one evaluation, at the end
     # Seed 000/001: MLP nets on ChestMNIST, LSGAN/WGAN/WGAN-GP, 50 epochs, batch 64, Adam 2e-4 (0.5, 0.999).
     "seed-chestmnist": {"dataset": "chestmnist", "models": ["mlp"], "losses": ["lsgan", "wgan", "wgan-gp"],
                         "seeds": 3, "train": {"epochs": 50, "batch_size": 64, "lr": 2e-4}},
