@@ -170,8 +170,9 @@ def test_training_crosses_the_stage_boundary_and_samples_full_size(tmp_path, roo
 
 def test_each_stage_trains_on_its_own_data_and_evaluation_waits_for_full_size(tmp_path, root):
     seen, evaluated = [], []
-    trainer = trainer_for(tmp_path, root, "run", hooks=[lambda t: seen.append((t.epoch, t.data.size, t.generator.resolution, t.ema.module.alpha))])
-    trainer.epoch_hooks.append(trainer.progression.at_full_size(lambda t, log: evaluated.append(t.epoch)))
+    trainer = trainer_for(tmp_path, root, "run", hooks=[lambda t: seen.append((t.epoch, t.data.size, t.generator.resolution, t.ema.module.alpha))],
+                          eval_every=1, eval_share=1.0)  # an evaluation due after every epoch, but only at full size
+    trainer.evaluation = lambda epoch, step, last, log: evaluated.append(epoch)
     stage_one = []
     trainer.step_hooks.append(lambda t: stage_one.append(t.data.images) if t.epoch == 0 else None)
     trainer.fit()

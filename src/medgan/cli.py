@@ -238,7 +238,8 @@ def cmd_evaluate(args) -> int:
     source = Path(args.source)
     extractors = _extractor_names(args.extractor)
     device = resolve_device(args.device)
-    run_cfg = RunDir(source).read_config() if RunDir(source).is_run() else None
+    run = RunDir(source)
+    run_cfg = run.read_config() if run.is_run() else None
     dataset = args.dataset or (run_cfg.dataset if run_cfg else None)
     if not dataset:
         raise MedganError("--dataset is needed to evaluate a file or folder (the real data to compare with)")

@@ -80,14 +80,6 @@ class Progression:
         return resized(self.full_size, size) if self.given else stage_images(self.cfg, size)
 
     def in_last_stage(self, epochs_done: int) -> bool:
-        """Whether the epoch that just ended (``epochs_done`` finished) trained at full size."""
+        """Whether the epoch that just ended (``epochs_done`` finished) trained at full size (evaluation waits for it:
+        it compares with full-size test images)."""
         return self.schedule.stage_at(epochs_done - 1) is self.schedule.stages[-1]
-
-    def at_full_size(self, hook):
-        """An epoch hook that runs only in the last stage (evaluation compares with full-size test images)."""
-
-        def run(trainer, log):
-            if self.in_last_stage(trainer.epoch):
-                hook(trainer, log)
-
-        return run

@@ -30,7 +30,6 @@ class RunLog:
 
     def __init__(self, run: RunDir, tensorboard: bool = True):
         self.run = run
-        self.metrics_path, self.run_path = run.metrics, run.info
         run.path.mkdir(parents=True, exist_ok=True)
         self._tb = None
         if tensorboard:
@@ -41,14 +40,14 @@ class RunLog:
 
     def truncate_after(self, step: int) -> None:
         """Drop records newer than ``step`` (written after the checkpoint a resumed run starts from)."""
-        if not self.metrics_path.exists():
+        if not self.run.metrics.exists():
             return
-        keep = [line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        files.write_text(self.metrics_path, "".join(line + "\n" for line in keep))
+        keep = [line for line in self.run.metrics.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        files.write_text(self.run.metrics, "".join(line + "\n" for line in keep))
 
     def scalars(self, record: dict) -> None:
         """One metrics.jsonl line; every numeric field but step/epoch also goes to TensorBoard."""
-        with open(self.metrics_path, "a") as f:
+        with open(self.run.metrics, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self._tb is not None:
             prefix = "epoch/" if record.get("kind") == "epoch" else ""
@@ -65,7 +64,7 @@ class RunLog:
 
     def status(self, **fields) -> None:
         self.info.update(fields)
-        files.write_json(self.run_path, self.info)
+        files.write_json(self.run.info, self.info)
 
     def started(self, device: str, resumed: bool) -> None:
         now = time.time()

@@ -32,6 +32,7 @@ from medgan.rundir import RunDir, default_run_dir
 from medgan.runlog import RunLog
 from medgan.schedule import Interval, TimeShare
 
+
 def make_optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Adam:
     # The fused Adam kernel updates all tensors in one pass (CPU and CUDA). Measured on the 2-core CPU
     # (benchmarks/train_throughput.py --compare-adam, MLP lsgan, PneumoniaMNIST): fused 0.351 s/epoch,
@@ -225,7 +226,6 @@ class Trainer:
         self.deadline = t_start + 60 * cfg.max_minutes - earlier if cfg.max_minutes else math.inf
         self.checkpoints, self.grids = Interval(cfg.checkpoint_every_s, t_start), Interval(cfg.grid_every_s, t_start)
         self.eval_time = TimeShare(cfg.eval_share, log.eval_seconds())
-        self.segment_eval_seconds = 0.0
         try:
             with self._signals_stop_training():
                 self._loop(log)
@@ -236,9 +236,9 @@ class Trainer:
             log.status(status="failed", error=f"{type(e).__name__}: {e}")
             raise
         finally:
-            log.info["segments"][-1].update(wall_time_s=self.clock() - t_start, eval_s=self.segment_eval_seconds)
-            wall = log.training_seconds()
-            log.status(wall_time_s=wall, eval_seconds=log.eval_seconds(), eval_share=log.eval_seconds() / wall if wall else 0.0)
+            log.info["segments"][-1].update(wall_time_s=self.clock() - t_start, eval_s=self.eval_time.spent - log.eval_seconds())
+            wall, evaluating = log.training_seconds(), log.eval_seconds()
+            log.status(wall_time_s=wall, eval_seconds=evaluating, eval_share=evaluating / wall if wall else 0.0)
             log.close()
         if self.stop_requested:
             log.status(status="interrupted", epochs_done=self.epoch)
@@ -290,7 +290,7 @@ class Trainer:
             self.epoch_shuffle_state = self.shuffle.get_state()
             # The run's last epoch: all of them, or past max_minutes (epoch hooks read it, e.g. the final evaluation).
             self.last_epoch = self.epoch == cfg.epochs or self.clock() > self.deadline
-            self._end_epoch(log, epoch_records)  # writes the checkpoint
+            self._end_epoch(log, epoch_records)  # grid, evaluation, checkpoint: each when due
             if self.stop_requested or self.last_epoch:  # a signal on the epoch's last step, an epoch hook, or the end
                 break
             t_interval = time.perf_counter()
@@ -325,7 +325,6 @@ class Trainer:
             started = self.clock()
             self.evaluation(self.epoch, self.step, self.last_epoch, log)
             self.eval_time.add(self.clock() - started)
-            self.segment_eval_seconds += self.clock() - started
         for hook in self.epoch_hooks:
             hook(self, log)
         if self.last_epoch or self.stop_requested or self.checkpoints.due(self.clock()):
