@@ -55,6 +55,9 @@ def test_interval_and_time_share():
     assert share.due(0.0)  # nothing spent, no estimate yet
     share.add(3.0)  # an evaluation took 3 s
     assert not share.due(50.0) and share.due(57.0)  # (3 + 3) <= 0.1 * (57 + 3)
+    first = TimeShare(0.1)
+    first.add(40.0, typical=3.0)  # 37 s of it trained the extractor, once: the next evaluation will take 3 s
+    assert not first.due(400.0) and first.due(427.0)  # (40 + 3) <= 0.1 * (427 + 3)
 
 
 def test_checkpoints_and_grids_fire_by_elapsed_time_in_short_epochs(tmp_path):
@@ -112,6 +115,25 @@ def test_evaluations_keep_to_their_share_of_the_wall_time(tmp_path):
     assert info["eval_seconds"] == pytest.approx(3.0 * len(evaluated))
     assert info["eval_share"] == pytest.approx(info["eval_seconds"] / info["wall_time_s"])
     assert info["eval_share"] <= 0.1 + 3.0 / info["wall_time_s"]  # within the share, but for the last epoch's evaluation
+
+
+def test_one_off_work_in_the_first_evaluation_counts_but_does_not_set_the_pace(tmp_path):
+    trainer, clock = trainer_for(tmp_path, epochs=80, eval_every=1, eval_share=0.1)  # 400 s of training
+    evaluated = []
+
+    def fake_evaluation(epoch, step, last, log):  # the first one also trains the extractor: 30 s, then 1 s each
+        evaluated.append(epoch)
+        setup = 29.0 if len(evaluated) == 1 else 0.0
+        clock.now += 1.0 + setup
+        return setup
+
+    trainer.evaluation = fake_evaluation
+    trainer.fit()
+    info = json.loads((trainer.out / "run.json").read_text())
+    assert info["eval_seconds"] == pytest.approx(30.0 + len(evaluated) - 1)
+    # paced by the 1 s evaluations once the total allows (paced by the first's 30 s, none would fit before the end)
+    assert evaluated[0] == 1 and evaluated[-1] == 80 and len(evaluated) > 2
+    assert info["eval_seconds"] <= 0.1 * info["wall_time_s"] + 1.0
 
 
 def test_eval_share_one_evaluates_every_eval_every_epochs(tmp_path):

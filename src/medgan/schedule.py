@@ -27,6 +27,8 @@ class TimeShare:
     def due(self, elapsed: float) -> bool:
         return self.spent + self.last <= self.share * (elapsed + self.last)
 
-    def add(self, seconds: float) -> None:
+    def add(self, seconds: float, typical: float | None = None) -> None:
+        """A run of the task took ``seconds``; ``typical``: what the next one will take, where this one did
+        one-off work (default: as long as this one)."""
         self.spent += seconds
-        self.last = seconds
+        self.last = seconds if typical is None else typical

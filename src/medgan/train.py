@@ -323,8 +323,9 @@ class Trainer:
             self.grids.fired(self.clock())
         if self._evaluation_due():
             started = self.clock()
-            self.evaluation(self.epoch, self.step, self.last_epoch, log)
-            self.eval_time.add(self.clock() - started)
+            setup = self.evaluation(self.epoch, self.step, self.last_epoch, log) or 0.0  # one-off work in it (the extractor)
+            took = self.clock() - started
+            self.eval_time.add(took, typical=max(0.0, took - setup))
         for hook in self.epoch_hooks:
             hook(self, log)
         if self.last_epoch or self.stop_requested or self.checkpoints.due(self.clock()):

@@ -13,6 +13,7 @@ never sees the test split.
 
 from __future__ import annotations
 
+import time
 from typing import Callable, ContextManager
 
 import torch
@@ -20,6 +21,7 @@ import torch
 from medgan import data
 from medgan.config import TrainConfig
 from medgan.data import ImageSet
+from medgan.evaluation.domain import DomainExtractor
 from medgan.evaluation.evaluate import evaluate, save_closest_pairs
 from medgan.metrics.catalogue import badness
 from medgan.rundir import RunDir, load_run
@@ -33,12 +35,16 @@ class EvaluateDuringTraining:
         self.cfg, self.run, self.train, self.device = cfg, run, train, device
         self.sampling, self.save_best = sampling, save_best
         self.reference, self.domain_steps = reference, domain_steps
+        self.prepared = False
 
-    def __call__(self, epoch: int, step: int, last: bool, log) -> None:
-        """Evaluate at the end of ``epoch`` (1-based count of finished epochs); ``last``: the run's last epoch."""
+    def __call__(self, epoch: int, step: int, last: bool, log) -> float:
+        """Evaluate at the end of ``epoch`` (1-based count of finished epochs); ``last``: the run's last epoch.
+        Returns the seconds of one-off preparation in it (training the domain extractor, cached for later runs),
+        so the trainer can tell what a regular evaluation costs."""
         cfg = self.cfg
         if self.reference is None:
             self.reference = self._split("val" if cfg.keep_best else "test")
+        setup = self._prepare()
         position = {"step": step, "epoch": epoch}
         with self.sampling() as generator:
             metrics = self._evaluate(generator, self.reference, {"kind": "select" if cfg.keep_best else "eval", **position},
@@ -49,6 +55,16 @@ class EvaluateDuringTraining:
                 best, _ = load_run(self.run.path, str(self.device), "best")
                 self._evaluate(best, self._split("test"), {"kind": "eval", **position, "checkpoint": "best",
                                                            "best_epoch": log.info["best"]["epoch"]}, log, tstr=True)
+        return setup
+
+    def _prepare(self) -> float:
+        """Train (or load from the cache) the domain extractor before the first evaluation; its seconds."""
+        if self.prepared:
+            return 0.0
+        started = time.perf_counter()
+        DomainExtractor(self.train, self.reference, steps=self.domain_steps, device=self.device)
+        self.prepared = True
+        return time.perf_counter() - started
 
     def _split(self, split: str) -> ImageSet:
         cfg = self.cfg
