@@ -198,6 +198,8 @@ def _read_images(source: Path, size: int):
         try:
             with np.load(source, allow_pickle=False) as z:
                 array = z["train_images"]
+                if len(array) == 0:
+                    raise MedganError(f"{source} holds no images (train_images is empty): nothing to evaluate")
                 labels = torch.from_numpy(z["train_labels"].astype(np.int64)).view(len(array), -1) if "train_labels" in z else None
         except (OSError, ValueError, KeyError, EOFError) as e:
             raise MedganError(f"{source} is not a MedMNIST-format .npz with train_images ({type(e).__name__}: {e})") from None

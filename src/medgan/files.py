@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from medgan import MedganError
 
 
 @contextmanager
@@ -45,8 +48,14 @@ def save_torch(path, obj) -> None:
 
 
 def load_torch(path):
-    """Load a checkpoint safely (no arbitrary unpickling)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a checkpoint safely: tensors and plain containers only (``weights_only``). A truncated, corrupt or
+    foreign file is a MedganError naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # what weights_only raises for anything but tensors and plain values
+        raise MedganError(f"{path} holds pickled objects or code, not only tensors: it is not a medgan checkpoint and was not loaded") from None
+    except (RuntimeError, EOFError, ValueError) as e:
+        raise MedganError(f"{path} cannot be read: it is truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
 def save_npz(path, **arrays: np.ndarray) -> None:

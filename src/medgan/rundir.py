@@ -96,7 +96,8 @@ def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "auto")
 
 
 def config_for_resume(run_dir: str | Path, overrides: dict) -> TrainConfig:
-    """The run's own config; only how long and where it runs (``RESUME_CHANGEABLE``) may change."""
+    """The run's own config, writing to ``run_dir`` wherever the run was first trained (a run directory can be
+    copied or moved); only how long and where it runs (``RESUME_CHANGEABLE``) may change."""
     run = RunDir(run_dir)
     if not run.config.exists():
         raise MedganError(f"nothing to resume: {run.config} does not exist")
@@ -104,7 +105,7 @@ def config_for_resume(run_dir: str | Path, overrides: dict) -> TrainConfig:
     changed = {k: v for k, v in overrides.items() if k not in (*RESUME_CHANGEABLE, "out") and v != getattr(cfg, k)}
     if changed:
         raise MedganError(f"cannot change {', '.join(sorted(changed))} when resuming {run}; only --epochs, --max-minutes, --device and --precision")
-    return cfg.replace(**{k: v for k, v in overrides.items() if k in RESUME_CHANGEABLE})
+    return cfg.replace(out=str(run.path), **{k: v for k, v in overrides.items() if k in RESUME_CHANGEABLE})
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:

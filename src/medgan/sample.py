@@ -78,7 +78,13 @@ def write_images(images: torch.Tensor, out: str | Path, labels: torch.Tensor | N
     """uint8 (N, C, H, W) -> ``FILE.npz`` (MedMNIST layout: train_images, train_labels, plus copies of
     ``real_splits``, e.g. {"val": ..., "test": ...}) or ``DIR/*.png``."""
     out = Path(out)
-    array = _hwc(images)
+    try:
+        return _write(_hwc(images), out, labels, real_splits)
+    except OSError as e:
+        raise MedganError(f"cannot write {out}: {e.strerror or e}; choose another --out") from None
+
+
+def _write(array: np.ndarray, out: Path, labels: torch.Tensor | None, real_splits: dict[str, ImageSet] | None) -> Path:
     if out.suffix == ".npz":
         labels = torch.zeros(len(array), 1, dtype=torch.uint8) if labels is None else labels
         arrays = {"train_images": array, "train_labels": labels.numpy().astype(np.uint8)}

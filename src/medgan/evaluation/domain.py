@@ -19,13 +19,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medgan import files
+from medgan import MedganError, files
 from medgan.data import ImageSet, to_float
 from medgan.data.medmnist import cache_root
 
@@ -220,13 +221,14 @@ def load_or_train(train: ImageSet, test: ImageSet, steps: int | None = None, dev
     path = cache_root() / "extractors" / f"domain-{ARCHITECTURE}-{name}-{train.size}px-{train.channels}ch-{steps}-{_fingerprint(train)}.pt"
     task = Task.of(train)
     if path.exists():
-        state = files.load_torch(path)
-        net = DomainNet(train.channels, task.n_outputs)
-        net.load_state_dict(state["net"])
-        return net.to(device).eval(), state["info"]
+        try:
+            state = files.load_torch(path)
+            net = DomainNet(train.channels, task.n_outputs)
+            net.load_state_dict(state["net"])
+            return net.to(device).eval(), state["info"]
+        except (MedganError, KeyError, RuntimeError) as e:  # a cache: a damaged entry is trained again
+            print(f"medgan: the cached domain extractor {path} is unreadable ({e}); training it again", file=sys.stderr)
     if verbose:
-        import sys
-
         print(f"medgan: training the domain feature extractor for {train.name} ({steps} steps, cached at {path})", file=sys.stderr)
     net, info = train_domain_net(train, test, steps=steps, device=device)
     files.save_torch(path, {"net": net.state_dict(), "info": info})
