@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from medgan.cli import main
+from medgan.data import load_dataset
+from medgan.evaluation.domain import load_or_train
 
 TRAIN = ["train", "--model", "mlp", "--epochs", "1", "--eval-every", "0", "--no-progress", "--no-tensorboard"]
 
@@ -76,3 +78,14 @@ def test_sampling_into_a_folder_that_cannot_be_made_says_so(run, tmp_path, capsy
     err = capsys.readouterr().err
     assert "cannot write" in err and "choose another --out" in err and "Traceback" not in err
     assert blocker.read_text() == "not a folder"
+
+
+def test_a_damaged_cached_domain_extractor_is_trained_again(monkeypatch, capsys, cache_dir):
+    monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "10")
+    train, test = load_dataset("builtin", "train", 28, 1), load_dataset("builtin", "test", 28, 1)
+    load_or_train(train, test)
+    (cached,) = (cache_dir / "extractors").glob("domain-*.pt")
+    cached.write_bytes(cached.read_bytes()[:500])
+    net, info = load_or_train(train, test)
+    assert "unreadable" in capsys.readouterr().err and "test_auc" in info
+    assert load_or_train(train, test)[1] == info  # the cache was written again, whole
