@@ -311,3 +311,23 @@ def test_max_minutes_counts_earlier_segments(tmp_path):
     resumed = Trainer(config_for_resume(tmp_path / "seg", {"epochs": 5, "max_minutes": spent / 60 / 2}), data=tiny_data(), progress=False)
     resumed.fit(resume=True)
     assert resumed.epoch == 2  # already past the budget before the resumed segment: one more epoch, then stop
+
+
+def test_evaluations_never_change_what_training_does(tmp_path, monkeypatch):
+    """Evaluations run by the clock, so a resumed run may evaluate at other epochs: they must leave training's
+    random state alone, with the extractor trained in the process or loaded from the cache (which built a net
+    from the global generator before this was fixed)."""
+    from conftest import write_medmnist
+
+    monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")
+    monkeypatch.setenv("MEDGAN_CACHE", str(tmp_path / "cache"))
+    root = write_medmnist(tmp_path / "data", n=(96, 16, 48))
+    weights = {}
+    for name, every in (("first", 1), ("never", 0), ("every", 1), ("third", 3)):  # "first" trains the extractor into the cache
+        cfg = TrainConfig(dataset="pneumoniamnist", data_root=str(root), model="mlp", batch_size=16, eval_samples=64, epochs=4,
+                          eval_every=every, eval_share=1.0, out=str(tmp_path / name))
+        trainer = Trainer(cfg, progress=False, tensorboard=False)
+        trainer.fit()
+        weights[name] = trainer.generator.state_dict()
+    for name in ("first", "every", "third"):
+        assert all(torch.equal(weights["never"][k], weights[name][k]) for k in weights["never"]), name

@@ -21,11 +21,16 @@ import torch
 from medgan import data
 from medgan.config import TrainConfig
 from medgan.data import ImageSet
-from medgan.evaluation.domain import DomainExtractor
+from medgan.evaluation.domain import DomainExtractor, default_steps
 from medgan.evaluation.evaluate import evaluate, save_closest_pairs
 from medgan.metrics.catalogue import badness
 from medgan.rundir import RunDir, load_run
 from medgan.sample import generate_for_config
+
+
+# Real-vs-real floors by (dataset, data root, size, channels, reference split, images, extractor steps): the
+# same for every run of a study and every evaluation of a run (seeded), so each process computes them once.
+_FLOORS: dict[tuple, dict] = {}
 
 
 class EvaluateDuringTraining:
@@ -40,7 +45,13 @@ class EvaluateDuringTraining:
     def __call__(self, epoch: int, step: int, last: bool, log) -> float:
         """Evaluate at the end of ``epoch`` (1-based count of finished epochs); ``last``: the run's last epoch.
         Returns the seconds of one-off preparation in it (training the domain extractor, cached for later runs),
-        so the trainer can tell what a regular evaluation costs."""
+        so the trainer can tell what a regular evaluation costs. Training's random state is left as it was
+        (evaluations run by the clock: a resumed run may evaluate at other epochs and must train the same)."""
+        devices = [self.device] if torch.device(self.device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return self._call(epoch, step, last, log)
+
+    def _call(self, epoch: int, step: int, last: bool, log) -> float:
         cfg = self.cfg
         if self.reference is None:
             self.reference = self._split("val" if cfg.keep_best else "test")
@@ -73,10 +84,12 @@ class EvaluateDuringTraining:
     def _evaluate(self, generator, reference: ImageSet, record: dict, log, tstr: bool) -> dict:
         cfg = self.cfg
         n = min(cfg.eval_samples, 10 * len(self.train))
+        floors = _FLOORS.setdefault((cfg.dataset, cfg.data_root, cfg.size, cfg.channels, reference.split, len(reference), n,
+                                     self.domain_steps or default_steps()), {})
         # Conditional runs: labels as in the train split; TSTR (two classifier trainings) only when asked (the last epoch).
         images, labels = generate_for_config(generator, cfg, n, cfg.seed, "as-train", self.train)
         result = evaluate(images, self.train, reference, ("domain",), self.device, domain_steps=self.domain_steps, n_pixel=200,
-                          labels=labels if tstr else None)
+                          labels=labels if tstr else None, floors=floors)
         for name, m in result["metrics"].items():
             record[name], record[f"{name}_floor"] = m["value"], m["floor"]
         record["eval_time_s"] = result["seconds"]

@@ -108,6 +108,15 @@ class Scorer:
         return out
 
 
+def _floors(scorer: Scorer, floor: torch.Tensor, real_test: torch.Tensor) -> dict[str, float]:
+    """The real-vs-real floors: real train images ``floor`` (as many as generated) scored like a generator;
+    C2ST's: the real train half it compares with against the other, disjoint half; diversity: the test split's."""
+    out = {k: v for k, v in scorer.features(floor).items() if not k.startswith("kid_std")}
+    out["c2st"] = scorer.c2st(scorer.real_b)["accuracy"]
+    out["ssim_best"], out["diversity_ssim"] = scorer.ssim_best(floor), scorer.diversity(real_test)
+    return out
+
+
 def evaluate(
     generated: torch.Tensor,
     train: ImageSet,
@@ -119,13 +128,17 @@ def evaluate(
     n_pixel: int = 1000,
     seed: int = 0,
     labels: torch.Tensor | None = None,
+    floors: dict | None = None,
 ) -> dict:
     """All metrics for uint8 ``generated`` (N, C, H, W) against the real ``test`` split, with floors.
 
-    With MedMNIST label rows ``labels`` for the generated images, also TSTR (floor: TRTR)."""
+    With MedMNIST label rows ``labels`` for the generated images, also TSTR (floor: TRTR). ``floors``: a dict
+    kept by a caller that evaluates again with the same splits, number of images and seed (evaluation during
+    training): the real-vs-real floors are computed into it once and read from it after (they would not change)."""
     start = time.time()
     if tuple(generated.shape[1:]) != train.shape:
         raise ValueError(f"generated images have shape {tuple(generated.shape[1:])}, the dataset {train.shape}")
+    floors = {} if floors is None else floors
     with torch.random.fork_rng(devices=[]):
         rng = torch.Generator().manual_seed(seed)
         floor = train.uint8(torch.randperm(len(train), generator=rng)[: len(generated)])
@@ -139,10 +152,12 @@ def evaluate(
         result = {"dataset": train.name, "shape": list(train.shape), "n_generated": len(generated),
                   "n_test": len(real_test), "n_floor": len(floor), "extractors": infos, "metrics": metrics}
         scorer = Scorer(built, real_test, train, seed, device, n_pixel)
-        gen, ref = scorer.features(generated), scorer.features(floor)
+        if not floors:
+            floors.update(_floors(scorer, floor, real_test))
+        gen = scorer.features(generated)
         for key in gen:
             if not key.startswith("kid_std"):
-                put(key, gen[key], ref[key])
+                put(key, gen[key], floors[key])
         for name in built:
             metrics[f"kid_{name}"]["value_std"] = gen[f"kid_std_{name}"]
 
@@ -152,13 +167,12 @@ def evaluate(
         except Unavailable as e:
             result["frd"] = {"available": False, "reason": str(e)}
 
-        # C2ST: real train images vs generated; floor: the same real images vs other, disjoint train images.
-        value, floor_c2st = scorer.c2st(generated), scorer.c2st(scorer.real_b)
-        put("c2st", value["accuracy"], floor_c2st["accuracy"])
+        value = scorer.c2st(generated)
+        put("c2st", value["accuracy"], floors["c2st"])
         metrics["c2st"]["value_ci95"] = [value["ci95_low"], value["ci95_high"]]
 
-        put("ssim_best", scorer.ssim_best(generated), scorer.ssim_best(floor))
-        put("diversity_ssim", scorer.diversity(generated), scorer.diversity(real_test))
+        put("ssim_best", scorer.ssim_best(generated), floors["ssim_best"])
+        put("diversity_ssim", scorer.diversity(generated), floors["diversity_ssim"])
         copies = scorer.copies(generated)
         put("near_copies", copies["generated_fraction"], copies["test_fraction"])
         result["memorisation"] = copies
