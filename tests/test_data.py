@@ -623,6 +623,22 @@ def test_builtin_shapes_and_labels(builtin_sets):
     assert builtin_sets["train"].images.float().std() > 10  # real image content, not constant
 
 
+def test_builtin_splits_share_no_pixel_and_each_spans_the_image():
+    n = 512 // builtin.TILE
+    grid = [[builtin.split_of_tile(r, c) for c in range(n)] for r in range(n)]
+    for line in grid + [list(col) for col in zip(*grid)]:  # every row and every column
+        assert line.count("test") == 1 and line.count("val") == 1
+    assert builtin.SOURCE_PATCH <= builtin.TILE  # a patch fits inside one tile
+
+
+def test_builtin_train_and_test_look_alike(builtin_sets):
+    """Same tissue mix in train and test (horizontal bands gave test a different one)."""
+    train = builtin_sets["train"]
+    for held_out in (builtin_sets["val"], builtin_sets["test"]):  # bands: label fraction 0.54 vs 0.19, colour off by 43
+        assert abs(train.labels.float().mean() - held_out.labels.float().mean()) < 0.05
+        assert (train.images.float().mean((0, 2, 3)) - held_out.images.float().mean((0, 2, 3))).abs().max() < 3  # of 255
+
+
 def test_builtin_is_deterministic(builtin_sets):
     builtin._patches.cache_clear()  # recompute from scratch
     again = load_dataset("builtin", "val")
