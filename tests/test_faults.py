@@ -1,13 +1,18 @@
 """Faults a user meets: copied and moved runs, damaged or foreign checkpoints, empty inputs, unwritable
 destinations. Each gives one clear line (exit 2, no traceback) and writes nothing where it was not asked."""
 
+import errno
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+from medgan import MedganError, files
 from medgan.cli import main
 from medgan.data import load_dataset
 from medgan.evaluation.domain import load_or_train
@@ -89,3 +94,42 @@ def test_a_damaged_cached_domain_extractor_is_trained_again(monkeypatch, capsys,
     net, info = load_or_train(train, test)
     assert "unreadable" in capsys.readouterr().err and "test_auc" in info
     assert load_or_train(train, test)[1] == info  # the cache was written again, whole
+
+
+def test_a_second_command_on_a_held_folder_says_what_holds_it(run, tmp_path, capsys):
+    with files.FolderLock(tmp_path / "study", "medgan compare of study (3 of 12 runs done)"):
+        assert main(["compare", "--preset", "quickstart", "--seeds", "1", "--out", str(tmp_path / "study")]) == 2
+        assert "in use by medgan compare of study (3 of 12 runs done)" in capsys.readouterr().err
+    with files.FolderLock(run, "medgan train of the run"):
+        assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 2
+        assert f"{run} is in use by medgan train of the run" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0  # released
+
+
+def test_a_killed_holder_releases_its_folder(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from medgan.files import FolderLock\n"
+                               f"with FolderLock({str(tmp_path)!r}, 'test'):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(MedganError, match="in use by test"):
+        files.FolderLock(tmp_path, "second").__enter__()
+    holder.kill()
+    holder.wait()
+    with files.FolderLock(tmp_path, "second"):
+        pass
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_full_disk_or_read_only_destination_says_so_and_loses_nothing(run, monkeypatch, capsys, code):
+    def refuse(obj, path, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(path))
+
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    monkeypatch.setattr(torch, "save", refuse)  # the checkpoint write fails as on a full or read-only disk
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--no-progress", "--no-tensorboard"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medgan: error: cannot write") and os.strerror(code) in err and "Traceback" not in err
+    monkeypatch.undo()
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before and not list(run.rglob("*.tmp"))
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--no-progress", "--no-tensorboard"]) == 0
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import warnings
 from pathlib import Path
@@ -335,6 +336,9 @@ def cmd_data(args) -> int:
 
 
 
+UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)  # a full disk, a read-only or forbidden place
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "sample": cmd_sample, "compare": cmd_compare, "evaluate": cmd_evaluate,
@@ -347,6 +351,12 @@ def main(argv: list[str] | None = None) -> int:
             return handlers[args.command](args)
         except MedganError as e:
             print(f"medgan: error: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:
+            if e.errno not in UNWRITABLE:
+                raise
+            print(f"medgan: error: cannot write {e.filename or 'a file'}: {e.strerror}. Free some space or choose a writable --out; "
+                  "the files written before are intact (every write is atomic) and --resume continues an interrupted run.", file=sys.stderr)
             return 2
         finally:
             warnings.formatwarning = original

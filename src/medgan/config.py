@@ -174,8 +174,8 @@ def read_toml(path: str | Path, what: str = "config file") -> dict:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise MedganError(f"{what} {path} not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise MedganError(f"{what} {path} is not valid TOML: {e}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise MedganError(f"{what} {path} is not valid TOML ({e}); restore it or write it again") from None
 
 
 def read_values(path: str | Path) -> dict:

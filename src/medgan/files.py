@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,3 +64,40 @@ def save_npz(path, **arrays: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
+
+
+class FolderLock:
+    """An exclusive hold on a folder (``FOLDER/.lock``) for one process: a second medgan command on the same
+    run or study folder stops with a MedganError saying what holds it, instead of training the same run twice.
+
+    An ``fcntl`` lock, so the kernel lets go when the holder dies (kill -9 included): no stale locks to clean up.
+    The file's text says who holds it and what it is doing (``update``)."""
+
+    def __init__(self, folder: str | os.PathLike, what: str):
+        self.path, self.what, self._file = Path(folder) / ".lock", what, None
+
+    def __enter__(self) -> "FolderLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another medgan command"
+            handle.close()
+            raise MedganError(f"{self.path.parent} is in use by {holder}. Wait for it to finish or stop it, then run this again.") from None
+        self._file, self.started = handle, time.time()
+        self.update(self.what)
+        return self
+
+    def update(self, doing: str) -> None:
+        """Say what the holder is doing now (shown to a second command that finds the folder in use)."""
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"{doing} (pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S', time.localtime(self.started))})")
+        self._file.flush()
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()  # closing releases the lock; the file stays (removing it would race with a new holder)
