@@ -66,7 +66,7 @@ def test_checkpoints_and_grids_fire_by_elapsed_time_in_short_epochs(tmp_path):
     trainer.fit()
     # 5 s epochs: a checkpoint at the first epoch end >= 12 s after the last one (3 epochs = 15 s), and at the end
     assert [epoch for epoch, _, _ in saves] == [3, 6, 9, 12, 15, 18, 20]
-    grids = sorted(p.name for p in (trainer.out / "samples").glob("*.png"))
+    grids = sorted(p.name for p in (trainer.out / "samples").glob("epoch_*.png"))
     assert grids == ["epoch_006.png", "epoch_012.png", "epoch_018.png", "epoch_020.png"]  # every 30 s, and the last epoch
 
 
@@ -75,7 +75,7 @@ def test_checkpoints_fire_mid_epoch_when_epochs_are_longer_than_the_interval(tmp
     saves = spy(trainer, "save")
     trainer.fit()
     assert [(e, b) for e, b, _ in saves] == [(0, 2), (0, 4), (1, 1), (1, 3), (2, 0)]  # every 2 steps = 2 s, and at the end
-    assert sorted(p.name for p in (trainer.out / "samples").glob("*.png")) == ["epoch_002.png"]
+    assert sorted(p.name for p in (trainer.out / "samples").glob("epoch_*.png")) == ["epoch_002.png"]
 
 
 def test_a_killed_run_loses_at_most_one_interval_and_resumes_exactly(tmp_path):

@@ -123,8 +123,10 @@ def test_report_html_is_self_contained_and_names_every_variant(tiny_study):
     compare(tiny_study)
     page = (Path(tiny_study.out) / "report.html").read_text()
     assert "mlp-lsgan" in page and "mlp-hinge" in page and "real floor" in page
-    assert page.count("data:image/png;base64,") >= 2 + 2 + 2  # curves, sample grids, nearest-train pairs
+    assert page.count("data:image/png;base64,") == 1 + 2 + 2  # real grid, sample grids, nearest-train pairs
+    assert page.count("no curve to draw") == 2  # one epoch, one evaluation per run: no curves
     assert "src=\"http" not in page and "missing" not in page
+    assert "<h3>Findings</h3>" in page and "real training images" in page
     assert "Test AUC" in page and "torch" in page
 
 
@@ -145,7 +147,7 @@ def test_study_file(tmp_path, capsys, monkeypatch):
     path = tmp_path / "study.toml"
     path.write_text('preset = "quickstart"\nlosses = ["lsgan"]\nseeds = 1\n[train]\nepochs = 2\n')
     study = study_from_args(None, load_study_file(path), seeds=2)
-    assert (study.dataset, study.models, study.losses, study.seeds) == ("builtin", ["dcgan"], ["lsgan"], 2)
+    assert (study.dataset, study.models, study.losses, study.seeds) == ("builtin", ["mlp", "dcgan"], ["lsgan"], 2)
     assert study.train["epochs"] == 2 and study.train["width"] == 32  # file over preset, flags over file
     path.write_text("lr = 0.1\n")
     assert main(["compare", "--config", str(path)]) == 2

@@ -6,6 +6,7 @@
     RUN/checkpoints/last.pt      the latest training state (resume starts here)
     RUN/checkpoints/best.pt      with keep_best: the state that scored best on the validation split
     RUN/samples/epoch_NNN.png    sample grids from a fixed noise batch
+    RUN/samples/real.png         training images in the same layout, to hold the samples against
     RUN/tensorboard/             TensorBoard events
     RUN/nearest_train.png        generated images above their nearest training images
 """
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import torch
 
-from medgan import MedganError, files
+from medgan import MedganError, MedganWarning, files
 from medgan.config import TrainConfig, load_toml
 from medgan.device import resolve_device
 from medgan.nets import nets_for
@@ -38,6 +40,7 @@ class RunDir:
         self.last_checkpoint = self.path / "checkpoints" / "last.pt"
         self.best_checkpoint = self.path / "checkpoints" / "best.pt"
         self.samples = self.path / "samples"
+        self.real_grid = self.samples / "real.png"
         self.tensorboard = self.path / "tensorboard"
         self.nearest_train = self.path / "nearest_train.png"
 
@@ -58,14 +61,36 @@ class RunDir:
         return load_toml(self.config)
 
     def read_info(self) -> dict:
-        """run.json ({} before the run has started)."""
-        return json.loads(self.info.read_text()) if self.info.exists() else {}
+        """run.json ({} before the run has started); a MedganError naming it when it is damaged."""
+        if not self.info.exists():
+            return {}
+        try:
+            info = json.loads(self.info.read_bytes())
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            info = e
+        if not isinstance(info, dict):
+            raise MedganError(f"{self.info} is damaged (not a JSON object: {info}). It holds the run's status and timings, "
+                              "not its weights: delete it and run again (--resume continues from the checkpoint)")
+        return info
 
     def read_records(self, kind: str | None = None) -> list[dict]:
-        """metrics.jsonl's records, only those of ``kind`` ("epoch", "eval", "select") when given."""
+        """metrics.jsonl's records, only those of ``kind`` ("epoch", "eval", "select") when given. A damaged line
+        (a kill -9 in the middle of an append, a bit flip) is skipped with a warning: the other records stand."""
         if not self.metrics.exists():
             return []
-        records = [json.loads(line) for line in self.metrics.read_text().splitlines() if line]
+        records, damaged = [], 0
+        for line in self.metrics.read_bytes().splitlines():
+            try:
+                record = json.loads(line) if line.strip() else None
+            except (ValueError, UnicodeDecodeError):
+                record = None
+                damaged += 1
+            if isinstance(record, dict) and "step" in record:
+                records.append(record)
+            elif record is not None:
+                damaged += 1
+        if damaged:
+            warnings.warn(f"{self.metrics}: skipped {damaged} damaged line(s)", MedganWarning, stacklevel=2)
         return [r for r in records if kind is None or r.get("kind") == kind]
 
     def checkpoint(self, which: str = "auto") -> Path:

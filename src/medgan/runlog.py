@@ -42,7 +42,7 @@ class RunLog:
         """Drop records newer than ``step`` (written after the checkpoint a resumed run starts from)."""
         if not self.run.metrics.exists():
             return
-        keep = [line for line in self.run.metrics.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        keep = [json.dumps(r) for r in self.run.read_records() if r["step"] <= step]
         files.write_text(self.run.metrics, "".join(line + "\n" for line in keep))
 
     def scalars(self, record: dict) -> None:
@@ -57,10 +57,18 @@ class RunLog:
 
     def sample_grid(self, grid: torch.Tensor, epoch: int, step: int) -> None:
         """A grid of samples in [0, 1]: a PNG in samples/ and a TensorBoard image."""
-        with files.atomic_path(self.run.grid(epoch)) as tmp:
+        self._save_grid(grid, self.run.grid(epoch), "samples", step)
+
+    def real_grid(self, grid: torch.Tensor) -> None:
+        """Training images in the sample grids' layout (samples/real.png and TensorBoard's ``real``), once."""
+        if not self.run.real_grid.exists():
+            self._save_grid(grid, self.run.real_grid, "real", 0)
+
+    def _save_grid(self, grid: torch.Tensor, path, tag: str, step: int) -> None:
+        with files.atomic_path(path) as tmp:
             save_image(grid, tmp, format="png")
         if self._tb is not None:
-            self._tb.add_image("samples", grid, step)
+            self._tb.add_image(tag, grid, step)
 
     def status(self, **fields) -> None:
         self.info.update(fields)

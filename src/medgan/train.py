@@ -91,6 +91,7 @@ class Trainer:
         # Progressive training swaps self.data per stage and sets the fade-in before each step.
         self.progression = Progression(cfg, self.data, given=data is not None) if cfg.model == "progressive" else None
         self.evaluation = EvaluateDuringTraining(cfg, self.run, self.data, self.device, self.sampling, self.save_best, eval_data) if cfg.eval_every else None
+        self.real_images = self.data  # full size, on the CPU: for samples/real.png
         self.data = self.data.resident(self.device)  # on a GPU: the uint8 images live there, batches are gathered there
 
     def _label_settings(self, cfg: TrainConfig) -> dict:
@@ -206,6 +207,12 @@ class Trainer:
         return len(self.data) // self.cfg.batch_size
 
     def fit(self, resume: bool = False) -> Path:
+        """Train (or, with ``resume``, continue from last.pt) to the end; the run folder is held against a second
+        command for the while (``files.FolderLock``)."""
+        with files.FolderLock(self.out, f"medgan train of {self.out}"):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> Path:
         cfg = self.cfg
         ckpt = self.run.last_checkpoint
         if resume:
@@ -217,6 +224,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         files.write_text(self.run.config, to_toml(cfg))
         log = RunLog(self.run, tensorboard=self.tensorboard)
+        log.real_grid(self.real_grid())
         if resume:
             log.truncate_after(self.step)
         earlier = log.training_seconds()
@@ -352,6 +360,18 @@ class Trainer:
         with self.sampling() as generator:
             images = generator(self.fixed_noise, *condition)
         return make_grid(images.float().cpu(), nrow=self.grid_columns, normalize=True, value_range=(-1, 1))
+
+    def real_grid(self) -> torch.Tensor:
+        """Training images in the sample grid's layout: seeded random ones, or per row its class's where it has some."""
+        data, n = self.real_images, len(self.fixed_noise)
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.cfg.seed + 2))
+        index = order[:n]
+        if self.fixed_labels is not None:
+            vectors = label_vectors(data.labels[order], self.cfg.n_classes, self.cfg.multi_label)
+            rows = self.fixed_labels.cpu().view(-1, self.grid_columns, self.cfg.n_classes)[:, 0]
+            picks = [order[(vectors == row).all(1)][: self.grid_columns] for row in rows]
+            index = torch.cat([p if len(p) == self.grid_columns else order[: self.grid_columns] for p in picks])
+        return make_grid(data.uint8(index).float() / 255, nrow=self.grid_columns)
 
     def _progress_bar(self, n_batches: int):
         from tqdm.auto import tqdm
