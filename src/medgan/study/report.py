@@ -176,7 +176,7 @@ def findings(results: dict) -> list[str]:
         basis = "the metrics that passed validation on this dataset"
     else:
         used = [m for m in study_columns(present) if separable(m)]
-        basis = "the study's metrics; none is validated on this dataset yet (see Metric validation)"
+        basis = "the study's metrics; none is validated on this dataset yet: see Metric validation"
     rows = ranking(summary, used)
     if not rows:
         return ["- No metric to rank the variants by."] + ["- " + n for n in note]
