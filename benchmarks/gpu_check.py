@@ -146,6 +146,11 @@ def main() -> None:
         for precision in ("fp32", "bf16"):
             for mode in ("default", "reduce-overhead"):
                 time_training(results, args.device, "dcgan", 28, "lsgan", precision, mode, steps, out)
+    packing = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "packed_throughput.py"), "--device", args.device,
+                              "--ks", "1,2" if args.quick else "1,2,4,8,16,32", "--steps", "2" if args.quick else "20"],
+                             capture_output=True, text=True)  # packed runs (issue 23): runs x steps per second against sequential
+    (out / "packed_throughput.txt").write_text(packing.stdout + packing.stderr)
+    results.put(kind="packed_throughput", exit_code=packing.returncode, table=packing.stdout.strip().splitlines())
     for dataset, process in runs:
         report_best(results, dataset, process, out)
     results.put(kind="done", seconds=round(time.perf_counter() - started, 1))
