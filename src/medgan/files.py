@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -44,20 +45,55 @@ def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def save_torch(path, obj) -> None:
+CHECKSUM = "sha256"  # the key under which save_torch stores a checksum of a checkpoint's contents
+
+
+def checksum(obj) -> str:
+    """SHA-256 of a checkpoint's contents: every tensor's dtype, shape and bytes and every plain value, in order.
+    torch's zip format checks no CRC on load, so without it a flipped bit in a weight would load silently."""
+    digest = hashlib.sha256()
+
+    def walk(x) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{t.dtype}{tuple(x.shape)}".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            for key, value in x.items():
+                digest.update(repr(key).encode())
+                walk(value)
+        elif isinstance(x, (list, tuple)):
+            digest.update(f"{type(x).__name__}{len(x)}".encode())
+            for value in x:
+                walk(value)
+        else:
+            digest.update(repr(x).encode())
+
+    walk(obj)
+    return digest.hexdigest()
+
+
+def save_torch(path, obj: dict) -> None:
+    """Save a checkpoint atomically, with a checksum of its contents that ``load_torch`` verifies."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        torch.save({**obj, CHECKSUM: checksum(obj)}, tmp)
 
 
 def load_torch(path):
     """Load a checkpoint safely: tensors and plain containers only (``weights_only``). A truncated, corrupt or
-    foreign file is a MedganError naming it."""
+    foreign file, or one whose contents do not match the checksum saved with them, is a MedganError naming it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # what weights_only raises for anything but tensors and plain values
         raise MedganError(f"{path} holds pickled objects or code, not only tensors: it is not a medgan checkpoint and was not loaded") from None
-    except (RuntimeError, EOFError, ValueError) as e:
+    except (RuntimeError, EOFError, ValueError, UnicodeDecodeError) as e:
         raise MedganError(f"{path} cannot be read: it is truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if isinstance(obj, dict) and CHECKSUM in obj:  # checkpoints written before the checksum load as they are
+        expected = obj.pop(CHECKSUM)
+        if checksum(obj) != expected:
+            raise MedganError(f"{path} is damaged: its contents do not match the checksum saved with them (a flipped bit, a bad "
+                              "copy), so it was not used. Copy it again from a good source, or delete it to start over")
+    return obj
 
 
 def save_npz(path, **arrays: np.ndarray) -> None:
