@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from medgan import MedganError, files
+from medgan import MedganError, MedganWarning, files
 from medgan.cli import main
 from medgan.data import load_dataset
 from medgan.evaluation.domain import load_or_train
@@ -140,3 +140,15 @@ def test_a_full_disk_or_read_only_destination_says_so_and_loses_nothing(run, mon
     assert (run / "checkpoints" / "last.pt").read_bytes() == before and not list(run.rglob("*.tmp"))
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--no-progress", "--no-tensorboard"]) == 0
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_a_folder_on_a_filesystem_without_locks_is_used_with_a_warning(tmp_path, monkeypatch):
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(MedganWarning, match="cannot be locked"):
+        with files.FolderLock(tmp_path, "medgan train"):
+            pass

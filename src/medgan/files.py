@@ -9,13 +9,14 @@ import pickle
 import socket
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from medgan import MedganError
+from medgan import MedganError, MedganWarning
 
 
 @contextmanager
@@ -119,11 +120,14 @@ class FolderLock:
         handle = open(self.path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:  # held by another process
             handle.seek(0)
             holder = handle.read().strip() or "another medgan command"
             handle.close()
             raise MedganError(f"{self.path.parent} is in use by {holder}. Wait for it to finish or stop it, then run this again.") from None
+        except OSError as e:  # a filesystem without locks (some network mounts): go on, unguarded, and say so
+            warnings.warn(f"{self.path.parent} cannot be locked ({e.strerror}): a second command on it would not be stopped",
+                          MedganWarning, stacklevel=2)
         self._file, self.started = handle, time.time()
         self.update(self.what)
         return self
