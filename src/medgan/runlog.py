@@ -60,9 +60,8 @@ class RunLog:
         self._save_grid(grid, self.run.grid(epoch), "samples", step)
 
     def real_grid(self, grid: torch.Tensor) -> None:
-        """Training images in the sample grids' layout (samples/real.png and TensorBoard's ``real``), once."""
-        if not self.run.real_grid.exists():
-            self._save_grid(grid, self.run.real_grid, "real", 0)
+        """Training images in the sample grids' layout: samples/real.png and TensorBoard's ``real``."""
+        self._save_grid(grid, self.run.real_grid, "real", 0)
 
     def _save_grid(self, grid: torch.Tensor, path, tag: str, step: int) -> None:
         with files.atomic_path(path) as tmp:

@@ -224,7 +224,8 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         files.write_text(self.run.config, to_toml(cfg))
         log = RunLog(self.run, tensorboard=self.tensorboard)
-        log.real_grid(self.real_grid())
+        if not self.run.real_grid.exists():
+            log.real_grid(self.real_grid())
         if resume:
             log.truncate_after(self.step)
         earlier = log.training_seconds()

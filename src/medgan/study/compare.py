@@ -23,7 +23,6 @@ from medgan.study.report import write_reports
 from medgan.train import Trainer
 
 STUDY_PRESETS: dict[str, dict] = {
-    # The README's main job: the built-in dataset, all four seed losses, a few epochs, < 5 min on 2 CPU cores.
     # The README's main job: the seed notebooks' MLP nets against DCGAN nets, LSGAN, 3 seeds, on the built-in set in
     # grayscale; one evaluation per run, at the end. Chosen by measurement to fit 5 minutes on the 2-core CPU.
     "quickstart": {"dataset": "builtin", "models": ["mlp", "dcgan"], "losses": ["lsgan"], "seeds": 3,
@@ -64,15 +63,15 @@ def summarise_run(name: str, cfg: TrainConfig, error: str | None = None) -> dict
     """One run's record: its status, final eval metrics and wall time, read back from its directory."""
     run = RunDir(cfg.out)
     info = run.read_info()
-    evals = run.read_records("eval")
+    records = run.read_records()
+    evals, epochs = [r for r in records if r.get("kind") == "eval"], [r for r in records if r.get("kind") == "epoch"]
     last = evals[-1] if evals else {}
     evaluation = {k: v for k, v in last.items() if k not in ("kind", "step", "epoch", "eval_time_s", "domain_test_auc", "domain_test_acc")}
-    steps = run.read_records("epoch")
     return {
         "name": name, "variant": f"{cfg.model}-{cfg.loss}", "model": cfg.model, "loss": cfg.loss, "seed": cfg.seed,
         "status": info.get("status", "failed" if error else "missing"), "error": error or info.get("error"),
         "wall_time_s": info.get("wall_time_s"), "eval_seconds": info.get("eval_seconds"),
-        "steps": steps[-1]["step"] if steps else 0, "epochs": info.get("epochs_done", 0),
+        "steps": epochs[-1]["step"] if epochs else 0, "epochs": info.get("epochs_done", 0),
         "device": info.get("device"), "metrics": evaluation,
         "domain_extractor": {k: last[k] for k in ("domain_test_auc", "domain_test_acc") if k in last},
         "versions": info.get("versions", {}), "dir": str(run),
