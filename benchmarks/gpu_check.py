@@ -6,7 +6,9 @@ has it (a machine that stops midway still leaves figures in OUT/gpu_check.jsonl)
    mlp and dcgan at 28 and 64 px, lsgan and wgan-gp, fp32 and bf16, and for dcgan 28 px with torch.compile;
    with the share of wall time the GPU is busy (torch.profiler kernel time / wall time);
 3. ``medgan train --preset best`` for --minutes on BreastMNIST and PneumoniaMNIST (both at once), as the README
-   writes it, with its in-training evaluation: epochs, eval share, final metrics.
+   writes it, with its in-training evaluation: epochs, eval share, final metrics;
+4. packed runs: ``benchmarks/packed_throughput.py`` (K = 1..32), then the quickstart study with ``--pack 3`` and
+   ``--pack off`` (wall seconds of each command).
 
     python benchmarks/gpu_check.py --data-root ../shared/data/medmnist --out gpu_out
     python benchmarks/gpu_check.py --device cpu --quick --minutes 0.1   # a smoke run of the script itself, on the CPU
@@ -118,6 +120,15 @@ def report_best(results: Results, dataset: str, process: subprocess.Popen, out: 
                 **{k: final.get(k) for k in ("c2st", "c2st_floor", "recall_domain", "recall_domain_floor", "fd_domain", "fd_domain_floor")})
 
 
+def time_quickstart(results: Results, device: str, pack: str, out: Path) -> None:
+    """The README's quickstart study as written, plus ``--pack``: wall seconds of the whole command."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "medgan", "compare", "--preset", "quickstart", "--device", device, "--pack", pack,
+                           "--out", str(out / f"quickstart-pack-{pack}")], capture_output=True, text=True)
+    (out / f"quickstart-pack-{pack}.log").write_text(done.stdout + done.stderr)
+    results.put(kind="quickstart", pack=pack, exit_code=done.returncode, wall_s=round(time.perf_counter() - started, 1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -153,6 +164,8 @@ def main() -> None:
     results.put(kind="packed_throughput", exit_code=packing.returncode, table=packing.stdout.strip().splitlines())
     for dataset, process in runs:
         report_best(results, dataset, process, out)
+    for pack in () if args.quick else ("3", "off"):  # packed first: it also pays for the built-in set's extractor (conservative)
+        time_quickstart(results, args.device, pack, out)
     results.put(kind="done", seconds=round(time.perf_counter() - started, 1))
 
 

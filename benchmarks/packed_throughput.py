@@ -1,14 +1,10 @@
-"""Packed runs: K independent GANs trained as one (``torch.func.stack_module_state`` + ``vmap``) against K runs
-one after another, in one process. Prints runs x steps per second for each and their ratio.
+"""Packed runs against runs one after another, in one process: runs x steps per second of each, and their ratio.
 
-One step = one LSGAN D step and one G step per member, batch 64 per member, on random images (throughput does not
-depend on content). Packed: every member's parameters stacked along a new first dimension, one vmapped forward
-and backward for all members, one fused Adam over the stacked tensors (Adam is elementwise, so that is K
-independent Adams). Sequential: the K nets stepped one after another, each with its own fused Adam. Batch norm
-(dcgan's G and D) runs in training mode without running statistics under vmap
-(``torch.func.replace_all_batch_norm_modules_``), in both, so the two do the same arithmetic.
-
-This measures whether packing pays on a device before medgan packs runs (issue 23); it trains nothing that is kept.
+What is timed is what medgan runs: packed, ``medgan.packed.Pack.train_step`` for K members (one vmapped G and D for
+all, one fused Adam over the stacked tensors, each member's noise drawn in its own random stream); sequential, K
+``Trainer.train_step`` calls, one per run (what ``medgan compare --pack off`` does). One step = one LSGAN D step and
+one G step per run, batch 64 per run, width 32, 28 px, on random images resident on the device (throughput does not
+depend on content). Nothing is written: the runs' folders are never opened.
 
     python benchmarks/packed_throughput.py [--models mlp,dcgan] [--ks 1,2,4,8,16,32] [--steps 5] [--device cpu]
 """
@@ -16,95 +12,32 @@ This measures whether packing pays on a device before medgan packs runs (issue 2
 from __future__ import annotations
 
 import argparse
-import copy
 import platform
+import tempfile
 import time
 
 import torch
-from torch.func import functional_call, replace_all_batch_norm_modules_, stack_module_state
 
 from medgan.config import TrainConfig
-from medgan.nets import nets_for
+from medgan.data import ImageSet
+from medgan.packed import Pack
+from medgan.train import Trainer
 
 
-def members(model: str, k: int, device: str) -> tuple[list, list]:
-    """K generators and K discriminators with seed-derived weights, batch norm without running statistics."""
-    gs, ds = [], []
-    for seed in range(k):
-        torch.manual_seed(seed)
-        g, d = nets_for(TrainConfig(model=model, loss="lsgan", channels=1, size=28, width=32))
-        gs.append(replace_all_batch_norm_modules_(g).to(device))
-        ds.append(replace_all_batch_norm_modules_(d).to(device))
-    return gs, ds
+def configs(model: str, k: int, device: str, out: str) -> list[TrainConfig]:
+    return [TrainConfig(model=model, loss="lsgan", width=32, channels=1, size=28, seed=seed, device=device, eval_every=0, out=f"{out}/s{seed}")
+            for seed in range(k)]
 
 
-def per_member_mean(x: torch.Tensor) -> torch.Tensor:
-    """(K, batch, ...) -> (K,): each member's mean over its own batch."""
-    return x.flatten(1).mean(1)
+def random_images(n: int = 1024) -> ImageSet:
+    g = torch.Generator().manual_seed(0)
+    return ImageSet(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g), torch.zeros(n, 1, dtype=torch.long), "random", "train")
 
 
-def lsgan_d(real_scores, fake_scores):
-    return 0.5 * per_member_mean((real_scores - 1) ** 2) + 0.5 * per_member_mean(fake_scores ** 2)
-
-
-def lsgan_g(fake_scores):
-    return 0.5 * per_member_mean((fake_scores - 1) ** 2)
-
-
-def sequential(gs, ds, steps: int, batch: int, device: str) -> float:
-    """Seconds per step of all K members, stepped one after another."""
-    opts = [(torch.optim.Adam(g.parameters(), 2e-4, (0.5, 0.999), fused=True), torch.optim.Adam(d.parameters(), 2e-4, (0.5, 0.999), fused=True))
-            for g, d in zip(gs, ds)]
-    real = torch.randn(batch, 1, 28, 28, device=device)
-
-    def step():
-        for g, d, (opt_g, opt_d) in zip(gs, ds, opts):
-            z = torch.randn(batch, 100, device=device)
-            fake = g(z)
-            loss_d = lsgan_d(d(real)[None], d(fake.detach())[None]).sum()
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            loss_g = lsgan_g(d(fake)[None]).sum()
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-
-    return timed(step, steps, device)
-
-
-def packed(gs, ds, steps: int, batch: int, device: str) -> float:
-    """Seconds per step of all K members as one vmapped net."""
-    k = len(gs)
-    g_params, g_buffers = stack_module_state(gs)
-    d_params, d_buffers = stack_module_state(ds)
-    g_base, d_base = copy.deepcopy(gs[0]).to("meta"), copy.deepcopy(ds[0]).to("meta")
-    g_leaves, d_leaves = [p.requires_grad_() for p in g_params.values()], [p.requires_grad_() for p in d_params.values()]
-    opt_g = torch.optim.Adam(g_leaves, 2e-4, (0.5, 0.999), fused=True)
-    opt_d = torch.optim.Adam(d_leaves, 2e-4, (0.5, 0.999), fused=True)
-    run_g = torch.vmap(lambda p, b, z: functional_call(g_base, (p, b), (z,)), randomness="different")
-    run_d = torch.vmap(lambda p, b, x: functional_call(d_base, (p, b), (x,)), randomness="different")
-    real = torch.randn(k, batch, 1, 28, 28, device=device)
-
-    def step():
-        z = torch.randn(k, batch, 100, device=device)
-        fake = run_g(g_params, g_buffers, z)
-        # Each member's loss is a mean over its own batch; the sum over members keeps their gradients apart.
-        loss_d = lsgan_d(run_d(d_params, d_buffers, real), run_d(d_params, d_buffers, fake.detach())).sum()
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        loss_g = lsgan_g(run_d(d_params, d_buffers, fake)).sum()
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-
-    return timed(step, steps, device)
-
-
-def timed(step, steps: int, device: str) -> float:
-    step()  # warm-up
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+def timed(step, steps: int, device: torch.device) -> float:
+    """Seconds per call of ``step`` after one warm-up call."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    step()
     sync()
     start = time.perf_counter()
     for _ in range(steps):
@@ -113,23 +46,34 @@ def timed(step, steps: int, device: str) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def measure(model: str, k: int, steps: int, device: str) -> tuple[float, float]:
+    """(sequential, packed) seconds per step of all K runs."""
+    data = random_images()
+    with tempfile.TemporaryDirectory() as out:
+        cfgs = configs(model, k, device, out)
+        trainers = [Trainer(cfg, data=data, progress=False, tensorboard=False) for cfg in cfgs]
+        dev, index = trainers[0].device, torch.arange(64)
+        reals = [t.data.batch(index.to(t.data.images.device), dev) for t in trainers]
+        sequential = timed(lambda: [t.train_step(real, generator_step=True) for t, real in zip(trainers, reals)], steps, dev)
+        pack = Pack(cfgs, data=data, progress=False, tensorboard=False)
+        pack.stack()
+        packed = timed(lambda: pack.train_step(reals, generator_step=True), steps, dev)
+    return sequential, packed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mlp,dcgan")
     parser.add_argument("--ks", default="1,2,4,8,16,32")
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
-    print(f"device {args.device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch} per member")
+    print(f"device {args.device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch 64 per run")
     print("model  K   sequential runs*steps/s   packed runs*steps/s   packed / sequential")
     for model in args.models.split(","):
         for k in map(int, args.ks.split(",")):
-            gs, ds = members(model, k, args.device)
-            seconds_seq = sequential(gs, ds, args.steps, args.batch, args.device)
-            gs, ds = members(model, k, args.device)
-            seconds_packed = packed(gs, ds, args.steps, args.batch, args.device)
+            seconds_seq, seconds_packed = measure(model, k, args.steps, args.device)
             print(f"{model:<6} {k:<3} {k / seconds_seq:>24.1f} {k / seconds_packed:>21.1f} {seconds_seq / seconds_packed:>21.2f}", flush=True)
 
 

@@ -98,7 +98,7 @@ LAYERS = [
     ("config and run directory", ["medgan.config", "medgan.nets", "medgan.rundir", "medgan.runlog"]),
     ("sampling", ["medgan.sample"]),
     ("evaluation", ["medgan.evaluation"]),
-    ("training", ["medgan.train", "medgan.progression", "medgan.schedule"]),
+    ("training", ["medgan.train", "medgan.progression", "medgan.schedule", "medgan.packed"]),
     ("study and report", ["medgan.study"]),
     ("command line", ["medgan.cli", "medgan.__main__"]),
 ]

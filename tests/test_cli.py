@@ -112,3 +112,20 @@ def test_best_preset_is_a_starting_point_that_flags_override(tmp_path):
     assert main(["train", "--preset", "best", *FAST, "--out", str(tmp_path / "plain")]) == 0
     assert (load_toml(tmp_path / "plain" / "config.toml").model, load_toml(tmp_path / "plain" / "config.toml").loss) == ("dcgan", "lsgan")
     assert main(["train", "--preset", "fastest", *FAST, "--out", str(tmp_path / "x")]) == 2
+
+
+def test_train_seeds_packs_them_into_one_folder_each(tmp_path, capsys):
+    out = tmp_path / "seeds"
+    argv = ["train", *FAST, "--model", "dcgan", "--width", "8", "--out", str(out), "--seeds", "0,1"]
+    assert main(argv) == 0
+    assert "finished" in capsys.readouterr().out
+    for seed in (0, 1):
+        info = json.loads((out / f"s{seed}" / "run.json").read_text())
+        assert info["status"] == "finished" and info["epochs_done"] == 1
+        assert f"seed = {seed}" in (out / f"s{seed}" / "config.toml").read_text()
+    assert main(["train", *FAST[:-4], "--epochs", "2", "--no-progress", "--out", str(out), "--seeds", "0,1", "--resume"]) == 0
+    assert all(json.loads((out / f"s{seed}" / "run.json").read_text())["epochs_done"] == 2 for seed in (0, 1))
+    assert main(["train", *FAST, "--seeds", "0,x"]) == 2
+    assert "--seeds takes" in capsys.readouterr().err
+    assert main(["train", *FAST, "--conditional", "--seeds", "0,1", "--out", str(tmp_path / "p")]) == 2
+    assert "does not support" in capsys.readouterr().err and not (tmp_path / "p").exists()

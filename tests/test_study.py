@@ -86,7 +86,10 @@ def test_rerun_skips_finished_and_resumes_unfinished(tiny_study, monkeypatch):
     assert all(r["status"] == "finished" for r in results["runs"])
 
 
-def test_failed_run_is_recorded_and_the_others_finish(tiny_study):
+@pytest.fixture
+def nan_loss():
+    """A loss "test-nan" whose D loss is NaN at the first step, registered for the test."""
+
     @register("test-nan")
     class NaNLoss(GANLoss):
         def d_from_scores(self, real_out, fake_out):
@@ -95,11 +98,13 @@ def test_failed_run_is_recorded_and_the_others_finish(tiny_study):
         def g_loss(self, fake_out):
             return fake_out.mean()
 
-    try:
-        tiny_study.losses = ["lsgan", "test-nan"]
-        results = compare(tiny_study)
-    finally:
-        LOSSES.pop("test-nan")
+    yield "test-nan"
+    LOSSES.pop("test-nan")
+
+
+def test_failed_run_is_recorded_and_the_others_finish(tiny_study, nan_loss):
+    tiny_study.losses = ["lsgan", nan_loss]
+    results = compare(tiny_study)
     status = {r["name"]: r["status"] for r in results["runs"]}
     assert status == {"mlp-lsgan-s0": "finished", "mlp-lsgan-s1": "finished", "mlp-test-nan-s0": "failed", "mlp-test-nan-s1": "failed"}
     assert "non-finite" in next(r for r in results["runs"] if r["status"] == "failed")["error"]

@@ -105,5 +105,8 @@ class AugmentedDiscriminator(nn.Module):
         self.net, self.policy, self.p = discriminator, policy, p
         self.transforms = [TRANSFORMS[name] for name in parse_policy(policy)]  # parsed once, not per batch
 
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        return _apply(x, self.transforms, self.p)
+
     def forward(self, x, **condition):
-        return self.net(_apply(x, self.transforms, self.p), **condition)
+        return self.net(self.augment(x), **condition)

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="TOML file with training settings (keys as the flags, with _ for -)")
     train.add_argument("--preset", help="a recipe to start from, overridden by --config and flags: best or small-data (by image size)")
     _add_train_flags(train, TRAIN_FLAGS)
+    train.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: one run per seed, trained at once as one pack "
+                       "(medgan.packed), each in its own folder: --out DIR/s<seed> (default runs/<dataset>-<model>-<loss>-s<seed>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard event files")
@@ -106,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="study directory (default study)")
     cmp.add_argument("--backend", default="local", choices=["local", "ray"], help="local: runs in sequence (default); ray: one Ray task per run")
     cmp.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray instance)")
+    cmp.add_argument("--pack", default="off", help="train runs that differ only in seed and loss K at a time as one pack "
+                     "(one set of kernels; each run keeps its own folder): off (default), auto (= off until measured to pay "
+                     "on the device) or K")
     _add_train_flags(cmp, COMPARE_TRAIN_FLAGS)
 
     ev = sub.add_parser("evaluate", help="metrics of generated images against the real data, with real-vs-real floors")
@@ -161,6 +166,8 @@ def cmd_train(args) -> int:
         except MedganError as e:
             raise MedganError(f"{args.config}: {e}") from None
     cfg = from_dict(layered(preset, file, given))
+    if args.seeds:
+        return _train_seeds(args, cfg, given)
     if args.resume:
         cfg = config_for_resume(cfg.out or default_run_dir(cfg), {k: getattr(cfg, k) for k in given})
     trainer = Trainer(cfg, progress=not args.no_progress, tensorboard=not args.no_tensorboard)
@@ -169,6 +176,30 @@ def cmd_train(args) -> int:
         print(f"interrupted: checkpoint written; continue with: medgan train --out {out} --resume", file=sys.stderr)
         return 130
     print(f"finished: {out}  (samples in {out / 'samples'}, TensorBoard: tensorboard --logdir {out})")
+    return 0
+
+
+def _train_seeds(args, cfg, given: dict) -> int:
+    """``medgan train --seeds 0,1,2``: one run per seed, trained as one pack."""
+    from medgan.packed import Pack
+    from medgan.rundir import config_for_resume, default_run_dir
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise MedganError(f"--seeds takes comma-separated whole numbers, e.g. 0,1,2; got {args.seeds!r}") from None
+    if "seed" in given or len(set(seeds)) != len(seeds) or not seeds:
+        raise MedganError("--seeds takes distinct seeds (e.g. 0,1,2), and not together with --seed")
+    cfgs = [cfg.replace(seed=s, out=str(Path(cfg.out) / f"s{s}") if cfg.out else "") for s in seeds]
+    if args.resume:
+        cfgs = [config_for_resume(c.out or default_run_dir(c), {k: getattr(c, k) for k in given if k != "out"}) for c in cfgs]
+    pack = Pack(cfgs, progress=not args.no_progress, tensorboard=not args.no_tensorboard)
+    outs = pack.fit(resume=args.resume)
+    folders = " ".join(str(out) for out in outs)
+    if pack.members[0].stop_requested:
+        print(f"interrupted: checkpoints written; continue with the same command and --resume ({folders})", file=sys.stderr)
+        return 130
+    print(f"finished: {folders}")
     return 0
 
 
@@ -221,7 +252,7 @@ def cmd_compare(args) -> int:
     file = load_study_file(args.config) if args.config else None
     study = study_from_args(args.preset, file, dataset=args.dataset, models=split(args.models), losses=split(args.losses),
                             seeds=args.seeds, out=args.out, train=train)
-    results = compare(study, args.backend, args.ray_address)
+    results = compare(study, args.backend, args.ray_address, args.pack)
     failed = sum(r["status"] != "finished" for r in results["runs"])
     print(f"wrote {study.out}/report.md, results.csv, results.json ({len(results['runs'])} runs, {failed} not finished)")
     return 0

@@ -28,6 +28,7 @@ class GANLoss:
     n_critic = 1  # default D steps per G step
     wasserstein = False  # a critic: no batch norm in D, logs the Wasserstein estimate
     undecided: float | None = 0.0  # D's output halfway between "real" and "fake" (None: a critic has no such point)
+    gp_weight = 0.0  # weight of the gradient penalty at real/fake mixtures (WGAN-GP); 0 = none
 
     def __init__(self, r1: float = 0.0):
         self.r1 = r1  # gamma of the R1 penalty, gamma / 2 * E ||grad D(real)||^2; 0 = off
@@ -36,12 +37,24 @@ class GANLoss:
         if self.r1:
             real = real.detach().requires_grad_(True)
         real_out, fake_out = disc(real), disc(fake)
+        real_grad = input_gradient(real_out, real) if self.r1 else None
+        mixed = interpolate(real, fake) if self.gp_weight else None
+        mixed_grad = input_gradient(disc(mixed), mixed) if self.gp_weight else None
+        return self.d_loss_from(real_out, fake_out, real_grad, mixed_grad)
+
+    def d_loss_from(self, real_out: torch.Tensor, fake_out: torch.Tensor, real_grad: torch.Tensor | None = None,
+                    mixed_grad: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """D's loss and stats from its scores and, for the penalties, its input gradients at the real images (R1)
+        and at the real/fake mixtures (gradient penalty). Packed runs call it once per member."""
         loss, stats = self.d_from_scores(real_out, fake_out), self.stats(real_out, fake_out)
-        if self.r1:
-            (grad,) = torch.autograd.grad(real_out.sum(), real, create_graph=True)
-            penalty = grad.flatten(1).pow(2).sum(1).mean()
+        if real_grad is not None:
+            penalty = real_grad.flatten(1).pow(2).sum(1).mean()
             loss = loss + 0.5 * self.r1 * penalty
             stats["r1_penalty"] = penalty.detach()
+        if mixed_grad is not None:
+            penalty = unit_gradient_penalty(mixed_grad)
+            loss = loss + self.gp_weight * penalty
+            stats["gradient_penalty"] = penalty.detach()
         return loss, stats
 
     def d_from_scores(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
@@ -122,12 +135,28 @@ class WassersteinLoss(GANLoss):
             p.clamp_(-self.clip, self.clip)
 
 
-def gradient_penalty(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """E[(||grad D(x_hat)||_2 - 1)^2], the norm taken per sample over all pixels and channels."""
+def input_gradient(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """d(sum of D's scores)/dx, kept in the graph (a penalty on it trains D). Each score depends on its own image
+    only (and, in a packed run, on its own member), so this is every image's own gradient."""
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return grad
+
+
+def interpolate(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Random points between real and fake images (one mixing weight per image), where WGAN-GP takes D's gradient."""
     alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
-    mixed = torch.lerp(real.detach(), fake.detach().to(real.dtype), alpha).requires_grad_(True)  # fake is bf16 under autocast
-    (grad,) = torch.autograd.grad(disc(mixed).sum(), mixed, create_graph=True)
+    return torch.lerp(real.detach(), fake.detach().to(real.dtype), alpha).requires_grad_(True)  # fake is bf16 under autocast
+
+
+def unit_gradient_penalty(grad: torch.Tensor) -> torch.Tensor:
+    """E[(||grad||_2 - 1)^2], the norm taken per sample over all pixels and channels."""
     return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+
+
+def gradient_penalty(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP's penalty: E[(||grad D(x_hat)||_2 - 1)^2] at random real/fake mixtures x_hat."""
+    mixed = interpolate(real, fake)
+    return unit_gradient_penalty(input_gradient(disc(mixed), mixed))
 
 
 @register("wgan-gp")
@@ -137,11 +166,6 @@ class WassersteinGPLoss(WassersteinLoss):
     def __init__(self, gp_weight: float = 10.0, **options):
         super().__init__(**options)
         self.gp_weight = gp_weight
-
-    def d_loss(self, disc, real, fake):
-        loss, stats = super().d_loss(disc, real, fake)
-        penalty = gradient_penalty(disc, real, fake)
-        return loss + self.gp_weight * penalty, {**stats, "gradient_penalty": penalty.detach()}
 
     def after_d_step(self, disc):  # no clipping: the penalty keeps the critic Lipschitz
         pass

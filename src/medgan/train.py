@@ -213,6 +213,19 @@ class Trainer:
             return self._fit(resume)
 
     def _fit(self, resume: bool) -> Path:
+        log, error = self.open(resume), None
+        try:
+            with stop_on_signals(self.request_stop):
+                self._loop(log)
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            self.close(log, error)
+        return self.out
+
+    def open(self, resume: bool) -> RunLog:
+        """Load last.pt (``resume``) or check the folder is free, write config.toml, start the run's log and clocks."""
         cfg = self.cfg
         ckpt = self.run.last_checkpoint
         if resume:
@@ -235,75 +248,108 @@ class Trainer:
         self.deadline = t_start + 60 * cfg.max_minutes - earlier if cfg.max_minutes else math.inf
         self.checkpoints, self.grids = Interval(cfg.checkpoint_every_s, t_start), Interval(cfg.grid_every_s, t_start)
         self.eval_time = TimeShare(cfg.eval_share, log.eval_seconds())
-        try:
-            with self._signals_stop_training():
-                self._loop(log)
-        except MedganError as e:  # NonFiniteLoss included: the message says what to do
-            log.status(status="failed", error=str(e))
-            raise
-        except BaseException as e:
-            log.status(status="failed", error=f"{type(e).__name__}: {e}")
-            raise
-        finally:
-            log.info["segments"][-1].update(wall_time_s=self.clock() - t_start, eval_s=self.eval_time.spent - log.eval_seconds())
-            wall, evaluating = log.training_seconds(), log.eval_seconds()
-            log.status(wall_time_s=wall, eval_seconds=evaluating, eval_share=evaluating / wall if wall else 0.0)
-            log.close()
+        return log
+
+    def close(self, log: RunLog, error: BaseException | None = None) -> None:
+        """Record how the run ended (finished, interrupted or failed with ``error``) and its times in run.json."""
+        if error is not None:  # a MedganError (NonFiniteLoss included) says what to do in its message
+            log.status(status="failed", error=str(error) if isinstance(error, MedganError) else f"{type(error).__name__}: {error}")
+        log.info["segments"][-1].update(wall_time_s=self.clock() - self.t_start, eval_s=self.eval_time.spent - log.eval_seconds())
+        wall, evaluating = log.training_seconds(), log.eval_seconds()
+        log.status(wall_time_s=wall, eval_seconds=evaluating, eval_share=evaluating / wall if wall else 0.0)
+        log.close()
+        if error is not None:
+            return
         if self.stop_requested:
             log.status(status="interrupted", epochs_done=self.epoch)
         else:
             log.status(status="finished", epochs_done=self.epoch, finished=self.clock(),
-                       stopped_by="epochs" if self.epoch == cfg.epochs else "max_minutes")
-        return self.out
+                       stopped_by="epochs" if self.epoch == self.cfg.epochs else "max_minutes")
+
+    def request_stop(self) -> None:
+        """Stop cleanly after the current step (SIGINT/SIGTERM): checkpoint, then exit (resumable)."""
+        self.stop_requested = True
 
     def _loop(self, log: RunLog) -> None:
-        cfg = self.cfg
-        bar = self._progress_bar(self.batches_per_epoch())
-        pending: list[dict] = []
-        t_interval = time.perf_counter()
-        while self.epoch < cfg.epochs:
-            if self.progression:
-                self.progression.start_epoch(self)
-            data, n_batches = self.data, self.batches_per_epoch()
-            self.shuffle.set_state(self.epoch_shuffle_state)
-            order = torch.randperm(len(data), generator=self.shuffle)[: n_batches * cfg.batch_size].view(n_batches, -1).to(data.images.device)
-            epoch_records: list[dict] = []
-            while self.batch_index < n_batches:
-                if self.progression:
-                    self.progression.before_step(self)
-                index = order[self.batch_index]
-                real = data.batch(index, self.device)
-                # labels of the current data (a progressive stage's file has its own)
-                labels = label_vectors(data.labels[index], cfg.n_classes, cfg.multi_label).to(self.device) if cfg.conditional else None
-                record = self.train_step(real, generator_step=(self.step + 1) % cfg.n_critic == 0, labels=labels)
-                self.step += 1
-                self.batch_index += 1
-                pending.append(record)
-                for hook in self.step_hooks:
-                    hook(self)
-                if len(pending) == cfg.log_every or self.batch_index == n_batches or self.stop_requested:
-                    t_now = time.perf_counter()
-                    summary = self._flush(pending, log, (t_now - t_interval) / len(pending))
-                    epoch_records.append(summary | {"n": len(pending)})
-                    bar.update(len(pending))
-                    bar.set_postfix(img_s=f"{cfg.batch_size / summary['step_time_s']:.0f}", d=f"{summary['d_loss']:.3f}",
-                                    g=f"{summary.get('g_loss', float('nan')):.3f}", eval=f"{self.eval_time.spent:.0f}s", refresh=False)
-                    pending, t_interval = [], t_now
-                    if self.batch_index < n_batches and (self.stop_requested or (cfg.checkpoint_every_s and self.checkpoints.due(self.clock()))):
-                        self._checkpoint(log)  # mid-epoch (an epoch's end checkpoints in _end_epoch)
-                if self.stop_requested and self.batch_index < n_batches:  # on an epoch's last step, finish the epoch
-                    bar.close()
+        self.start_loop()
+        while self.epoch < self.cfg.epochs:
+            self.begin_epoch()
+            while self.batch_index < self.n_batches:
+                real, labels = self.next_batch()
+                if not self.after_step(self.train_step(real, self.generator_step_due(), labels), log):
                     return
-            self.epoch += 1
-            self.batch_index = 0
-            self.epoch_shuffle_state = self.shuffle.get_state()
-            # The run's last epoch: all of them, or past max_minutes (epoch hooks read it, e.g. the final evaluation).
-            self.last_epoch = self.epoch == cfg.epochs or self.clock() > self.deadline
-            self._end_epoch(log, epoch_records)  # grid, evaluation, checkpoint: each when due
-            if self.stop_requested or self.last_epoch:  # a signal on the epoch's last step, an epoch hook, or the end
+            if not self.end_epoch(log):
                 break
-            t_interval = time.perf_counter()
-        bar.close()
+        self.bar.close()
+
+    # The loop's pieces, also driven by a pack of runs (medgan.packed) that steps several trainers at once.
+    def start_loop(self) -> None:
+        self.bar = self._progress_bar(self.batches_per_epoch())
+        self.pending: list[dict] = []
+        self.t_interval = time.perf_counter()
+
+    def begin_epoch(self) -> None:
+        """This epoch's data order (the run's own shuffle generator, restored from the epoch's start on resume)."""
+        if self.progression:
+            self.progression.start_epoch(self)
+        self.n_batches = n = self.batches_per_epoch()
+        self.shuffle.set_state(self.epoch_shuffle_state)
+        self.order = torch.randperm(len(self.data), generator=self.shuffle)[: n * self.cfg.batch_size].view(n, -1).to(self.data.images.device)
+        self.epoch_records: list[dict] = []
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The next real batch on the device, and its label vectors for conditional runs."""
+        if self.progression:
+            self.progression.before_step(self)
+        cfg, data, index = self.cfg, self.data, self.order[self.batch_index]
+        # labels of the current data (a progressive stage's file has its own)
+        labels = label_vectors(data.labels[index], cfg.n_classes, cfg.multi_label).to(self.device) if cfg.conditional else None
+        return data.batch(index, self.device), labels
+
+    def generator_step_due(self) -> bool:
+        return (self.step + 1) % self.cfg.n_critic == 0
+
+    def after_step(self, record: dict, log: RunLog) -> bool:
+        """Count the step, write metrics every ``log_every`` steps, checkpoint mid-epoch when due; False when a stop
+        request ends the run mid-epoch."""
+        cfg = self.cfg
+        self.step += 1
+        self.batch_index += 1
+        self.pending.append(record)
+        for hook in self.step_hooks:
+            hook(self)
+        if len(self.pending) == cfg.log_every or self.batch_index == self.n_batches or self.stop_requested:
+            t_now = time.perf_counter()
+            summary = self._flush(self.pending, log, (t_now - self.t_interval) / len(self.pending))
+            self.epoch_records.append(summary | {"n": len(self.pending)})
+            self.bar.update(len(self.pending))
+            self.bar.set_postfix(img_s=f"{cfg.batch_size / summary['step_time_s']:.0f}", d=f"{summary['d_loss']:.3f}",
+                                 g=f"{summary.get('g_loss', float('nan')):.3f}", eval=f"{self.eval_time.spent:.0f}s", refresh=False)
+            self.pending, self.t_interval = [], t_now
+            if self.batch_index < self.n_batches and (self.stop_requested or (cfg.checkpoint_every_s and self.checkpoints.due(self.clock()))):
+                self._checkpoint(log)  # mid-epoch (an epoch's end checkpoints in _epoch_side_effects)
+        if self.stop_requested and self.batch_index < self.n_batches:  # on an epoch's last step, finish the epoch
+            self.bar.close()
+            return False
+        return True
+
+    def end_epoch(self, log: RunLog, last: bool | None = None) -> bool:
+        """Close the epoch: grid, evaluation, checkpoint, each when due; False when the run ends here.
+        ``last``: whether this is the run's last epoch (default: all epochs done, or past ``max_minutes``)."""
+        self.epoch += 1
+        self.batch_index = 0
+        self.epoch_shuffle_state = self.shuffle.get_state()
+        # The run's last epoch: all of them, or past max_minutes (epoch hooks read it, e.g. the final evaluation).
+        self.last_epoch = self.epoch_is_last(self.epoch) if last is None else last
+        self._epoch_side_effects(log, self.epoch_records)
+        if self.stop_requested or self.last_epoch:  # a signal on the epoch's last step, an epoch hook, or the end
+            return False
+        self.t_interval = time.perf_counter()
+        return True
+
+    def epoch_is_last(self, epochs_done: int) -> bool:
+        """Whether the run ends after ``epochs_done`` epochs: all of them done, or past ``max_minutes``."""
+        return epochs_done == self.cfg.epochs or self.clock() > self.deadline
 
     def _flush(self, pending: list[dict], log: RunLog, step_time: float) -> dict:
         """Average the pending step records, stop on NaN/inf, write one metrics record."""
@@ -321,7 +367,7 @@ class Trainer:
         log.scalars(record)
         return record
 
-    def _end_epoch(self, log: RunLog, records: list[dict]) -> None:
+    def _epoch_side_effects(self, log: RunLog, records: list[dict]) -> None:
         total = sum(r["n"] for r in records)
         keys = sorted({k for r in records for k in r} - {"n", "step", "epoch"})
         summary = {k: sum(r[k] * r["n"] for r in records if k in r) / sum(r["n"] for r in records if k in r) for k in keys}
@@ -382,21 +428,26 @@ class Trainer:
         total, budget = (None, f" ({cfg.max_minutes:g} min budget)") if cfg.max_minutes else (cfg.epochs * n_batches, "")
         return tqdm(total=total, initial=done, disable=not self.progress, unit="step", desc=f"{cfg.model}-{cfg.loss}{budget}", dynamic_ncols=True)
 
-    @contextmanager
-    def _signals_stop_training(self):
-        """SIGINT/SIGTERM: finish the current step, write a checkpoint, exit cleanly (resumable)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
 
-        def request_stop(signum, frame):
-            if self.stop_requested:  # a second Ctrl-C stops at once
-                raise KeyboardInterrupt
-            self.stop_requested = True
+@contextmanager
+def stop_on_signals(request_stop):
+    """SIGINT/SIGTERM call ``request_stop`` (finish the current step, checkpoint, exit cleanly: resumable); a second
+    signal stops at once. Only in the main thread (signal handlers cannot be set elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    requested = False
 
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+    def handle(signum, frame):
+        nonlocal requested
+        if requested:
+            raise KeyboardInterrupt
+        requested = True
+        request_stop()
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

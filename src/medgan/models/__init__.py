@@ -6,7 +6,10 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import _SpectralNorm
+from torch.nn.utils.parametrize import register_parametrization
 
 from medgan.models.conditional import ConditionalGenerator, ProjectionDiscriminator
 from medgan.models.dcgan import DCGANDiscriminator, DCGANGenerator
@@ -24,11 +27,24 @@ MODELS: dict[str, tuple] = {
 MINIBATCH_STD_MODELS = ("dcgan", "resnet")  # progressive's D always has it
 
 
+class SpectralNorm(_SpectralNorm):
+    """torch's spectral-norm parametrization (same buffers, same numbers, so checkpoints are interchangeable), with its
+    power iteration writing u and v by ``copy_`` instead of ``out=``: ``vmap`` cannot batch ``out=``, and packed runs
+    (medgan.packed) run each member's own power iteration under ``vmap``."""
+
+    @torch.no_grad()
+    def _power_method(self, weight_mat: torch.Tensor, n_power_iterations: int) -> None:
+        for _ in range(n_power_iterations):
+            self._u.copy_(F.normalize(torch.mv(weight_mat, self._v), dim=0, eps=self.eps))
+            self._v.copy_(F.normalize(torch.mv(weight_mat.H, self._u), dim=0, eps=self.eps))
+
+
 def add_spectral_norm(module: nn.Module) -> nn.Module:
     """Spectral normalisation (one power iteration per forward) on every conv and linear layer."""
     for name, child in module.named_children():
         if isinstance(child, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
-            setattr(module, name, torch.nn.utils.parametrizations.spectral_norm(child))
+            dim = 1 if isinstance(child, nn.ConvTranspose2d) else 0  # the output channels, as torch's spectral_norm
+            register_parametrization(child, "weight", SpectralNorm(child.weight, n_power_iterations=1, dim=dim, eps=1e-12))
         else:
             add_spectral_norm(child)
     return module

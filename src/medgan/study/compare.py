@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from medgan import MedganError, files
+from medgan import MedganError, MedganWarning, files
 from medgan.config import TrainConfig, from_dict, layered, read_toml
 from medgan.metrics.catalogue import separable
+from medgan.packed import Pack, pack_key
 from medgan.rundir import RunDir
 from medgan.study.aggregate import aggregate, ranking, separations
 from medgan.study.report import write_reports
@@ -99,14 +101,58 @@ def _run_in_ray_worker(name: str, cfg: TrainConfig, threads: int) -> dict:
     return run_one(name, cfg)
 
 
-def run_all(specs: list[tuple[str, TrainConfig]], backend: str = "local", ray_address: str | None = None):
-    """Yield each run's record as it finishes: in sequence here, or as Ray tasks (1 GPU each when the
-    cluster has GPUs) on a local Ray instance or the cluster at ``ray_address``."""
+def pack_size(pack: str | int) -> int:
+    """Runs per pack for ``--pack``: off = 1 (each run alone), K, or auto. auto = 1: on the 2-core CPU a pack was
+    slower than its runs in sequence for dcgan (0.49-0.90x, benchmarks/RESULTS.md "packed_throughput"); on a GPU
+    it has not been measured yet, so it is not assumed (benchmarks/gpu_check.py measures it; pass --pack K)."""
+    if pack in ("off", "auto"):
+        return 1
+    try:
+        k = int(pack)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise MedganError(f"--pack must be off, auto or a number of runs >= 1, got {pack!r}")
+    return k
+
+
+def run_packed(specs: list[tuple[str, TrainConfig]], k: int):
+    """Yield each run's record: runs that can share a pack (``medgan.packed.pack_key``) trained ``k`` at a time as one,
+    the others alone. A pack that fails is not retried as a pack: its runs go on one at a time from their checkpoints,
+    so one run's failure (a NaN) is recorded for it alone."""
+    groups: dict[str | None, list] = {}
+    for name, cfg in specs:
+        if RunDir(cfg.out).read_info().get("status") == "finished":
+            yield summarise_run(name, cfg)
+        else:
+            groups.setdefault(pack_key(cfg) if k > 1 else None, []).append((name, cfg))
+    for key, group in groups.items():
+        for chunk in ([group[i : i + k] for i in range(0, len(group), k)] if key is not None else [[spec] for spec in group]):
+            started = [RunDir(cfg.out).last_checkpoint.exists() for _, cfg in chunk]
+            if len(chunk) > 1 and len(set(started)) == 1:
+                try:
+                    Pack([cfg for _, cfg in chunk], progress=False).fit(resume=started[0])
+                    yield from (summarise_run(name, cfg) for name, cfg in chunk)
+                    continue
+                except KeyboardInterrupt:
+                    raise
+                except Exception as e:
+                    warnings.warn(f"the pack of {', '.join(name for name, _ in chunk)} failed ({type(e).__name__}: {e}); "
+                                  "its runs go on one at a time", MedganWarning, stacklevel=2)
+            yield from (run_one(name, cfg) for name, cfg in chunk)
+
+
+def run_all(specs: list[tuple[str, TrainConfig]], backend: str = "local", ray_address: str | None = None, pack: str | int = "off"):
+    """Yield each run's record as it finishes: in sequence here (``pack``: several at once, see ``run_packed``), or
+    as Ray tasks (1 GPU each when the cluster has GPUs) on a local Ray instance or the cluster at ``ray_address``."""
+    k = pack_size(pack)
     if backend == "local":
-        yield from (run_one(name, cfg) for name, cfg in specs)
+        yield from run_packed(specs, k) if k > 1 else (run_one(name, cfg) for name, cfg in specs)
         return
     if backend != "ray":
         raise MedganError(f"backend must be local or ray, got {backend!r}")
+    if k > 1:
+        raise MedganError("--pack is for the local backend; with --backend ray each run is a task of its own (--pack off)")
     try:
         import ray
     except ImportError:
@@ -121,7 +167,7 @@ def run_all(specs: list[tuple[str, TrainConfig]], backend: str = "local", ray_ad
         yield from ray.get(done)
 
 
-def compare(study: Study, backend: str = "local", ray_address: str | None = None) -> dict:
+def compare(study: Study, backend: str = "local", ray_address: str | None = None, pack: str | int = "off") -> dict:
     """Run (or skip/resume) every run of the study, then write results.json, results.csv, report.md and report.html.
     The study folder is held against a second ``compare`` meanwhile (it stops, saying what this one is doing)."""
     out, specs = Path(study.out), study.runs()
@@ -129,7 +175,7 @@ def compare(study: Study, backend: str = "local", ray_address: str | None = None
         files.write_json(out / "study.json", study.__dict__)
         records, start = [], time.time()
         with tqdm(total=len(specs), unit="run", desc="study", disable=None) as bar:
-            for record in run_all(specs, backend, ray_address):
+            for record in run_all(specs, backend, ray_address, pack):
                 records.append(record)
                 lock.update(f"medgan compare of {out} ({len(records)} of {len(specs)} runs done)")
                 headline = record["metrics"].get(HEADLINE)

@@ -1,0 +1,186 @@
+"""Packed runs (medgan.packed): member k of a pack is the unpacked run with its seed, step for step."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medgan import MedganError, MedganWarning
+from medgan.config import TrainConfig
+from medgan.files import load_torch
+from medgan.packed import Pack, pack_key, stacked_module
+from medgan.train import Trainer
+
+from test_study import nan_loss, tiny_study  # noqa: F401 (fixtures)
+from test_train import tiny_data
+
+BASE = {"epochs": 2, "batch_size": 32, "log_every": 1, "width": 8, "eval_every": 0, "checkpoint_every_s": 0, "grid_every_s": 0}
+ATOL = 2e-5  # a vmapped convolution adds in another order than a plain one
+
+
+def assert_close(x, y, name=""):
+    """Equal up to rounding. Adam turns a rounding-level gradient into a step of ~lr (2e-4) (a sign flip, or a bias
+    before batch norm, whose true gradient is 0), so: every weight within a few steps of lr, 99% within ATOL."""
+    diff = (x.float() - y.float()).abs()
+    assert diff.max() <= 2e-3 and (diff > ATOL).float().mean() <= 0.01, (name, diff.max().item(), (diff > ATOL).sum().item())
+
+
+def configs(tmp_path, seeds=(0, 1, 2), losses=None, folder="pack", **settings):
+    losses = losses or ["lsgan"] * len(seeds)
+    return [TrainConfig(**{**BASE, **settings, "seed": s, "loss": l, "out": str(tmp_path / folder / f"s{s}-{l}")}) for s, l in zip(seeds, losses)]
+
+
+def fit_pack(cfgs, data, resume=False):
+    pack = Pack(cfgs, data=data, progress=False, tensorboard=False)
+    pack.fit(resume=resume)
+    return pack
+
+
+def fit_alone(cfg, data, tmp_path):
+    trainer = Trainer(cfg.replace(out=str(tmp_path / "alone" / f"s{cfg.seed}-{cfg.loss}")), data=data, progress=False, tensorboard=False)
+    trainer.fit()
+    return trainer
+
+
+def logged(out):
+    """Every value the run logged per step (losses, D's scores, penalties, ADA's p), timings left out."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "step_time_s"} for r in rows if "kind" not in r]
+
+
+def assert_same_run(member, alone):
+    for a, b in zip(logged(member.out), logged(alone.out), strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+    nets = [(member.generator, alone.generator), (member.discriminator, alone.discriminator)]
+    for mine, theirs in nets + ([(member.ema.module, alone.ema.module)] if alone.ema else []):
+        assert_close(flat(mine), flat(theirs), type(mine).__name__)
+
+
+def flat(net):
+    """Every floating-point parameter and buffer of ``net`` as one vector."""
+    return torch.cat([t.detach().float().flatten() for t in net.state_dict().values() if t.is_floating_point()])
+
+
+CASES = {
+    "lsgan": {},
+    "wgan-gp": {"losses": ["wgan-gp"] * 3},
+    "wgan (clipping)": {"losses": ["wgan"] * 2, "seeds": (0, 1), "model": "mlp"},
+    "r1 + spectral norm": {"r1": 1.0, "spectral_norm": True, "loss_": "hinge"},
+    "ema + ada + minibatch-std": {"ema": 0.99, "augment": "translation,cutout", "augment_target": 0.6, "minibatch_std": True},
+    "mixed losses": {"losses": ["gan", "lsgan", "hinge"]},
+    "mlp-bn": {"model": "mlp-bn"},
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_member_matches_its_unpacked_run(tmp_path, case):
+    settings = dict(CASES[case])
+    if "loss_" in settings:
+        settings["losses"] = [settings.pop("loss_")] * 3
+    settings.setdefault("model", "dcgan")
+    data = tiny_data(n=96)
+    pack = fit_pack(configs(tmp_path, **settings), data)
+    for member in pack.members:
+        assert_same_run(member, fit_alone(member.cfg, data, tmp_path))
+
+
+def test_ada_probability_is_per_member(tmp_path):
+    pack = fit_pack(configs(tmp_path, augment="translation", augment_target=0.6), tiny_data(n=96))
+    assert all(m.ada.p.item() > 0 for m in pack.members)  # compared with the unpacked runs' in the cases above
+
+
+def test_a_members_gradient_ignores_the_other_members_inputs():
+    torch.manual_seed(0)
+    nets = [TrainConfig(model="dcgan", width=8, channels=1, size=28) for _ in range(3)]
+    from medgan.nets import nets_for
+    from medgan.packed import Vmapped
+
+    ds = [nets_for(cfg)[1] for cfg in nets]
+    run = Vmapped(stacked_module(ds))
+    x = torch.randn(3, 8, 1, 28, 28)
+
+    def grad_of_member_0(inputs):
+        run.params["head.weight"].grad = None
+        run(inputs)[0].sum().backward()
+        return run.params["head.weight"].grad.clone()
+
+    before = grad_of_member_0(x)
+    changed = x.clone()
+    changed[1:] = torch.randn_like(changed[1:])
+    after = grad_of_member_0(changed)
+    assert torch.equal(before[0], after[0]) and not before[1:].any() and not after[1:].any()
+
+
+def test_members_checkpoints_hold_their_own_slice_and_resume_alone(tmp_path):
+    data = tiny_data(n=96)
+    pack = fit_pack(configs(tmp_path, epochs=1, model="dcgan"), data)
+    member = pack.members[1]
+    state = load_torch(member.run.last_checkpoint)
+    weight = state["generator"]["project.0.weight"]
+    assert weight.shape == member.generator.project[0].weight.shape
+    assert weight.untyped_storage().nbytes() == weight.numel() * weight.element_size()  # not the whole stack
+    assert torch.equal(weight, member.generator.project[0].weight) and not torch.equal(weight, pack.members[0].generator.project[0].weight)
+    assert state["opt_g"]["state"][0]["exp_avg"].shape == weight.shape
+    # split out: the member's folder is an ordinary run, resumed alone for a second epoch
+    alone = Trainer(member.cfg.replace(epochs=2), data=data, progress=False, tensorboard=False)
+    alone.fit(resume=True)
+    reference = fit_alone(member.cfg.replace(epochs=2), data, tmp_path)
+    assert_same_run(alone, reference)
+
+
+def test_a_pack_resumes_exactly(tmp_path):
+    data = tiny_data(n=96)
+    whole = fit_pack(configs(tmp_path, folder="whole", epochs=2, ema=0.99), data)
+    fit_pack(configs(tmp_path, folder="split", epochs=1, ema=0.99), data)
+    resumed = fit_pack(configs(tmp_path, folder="split", epochs=2, ema=0.99), data, resume=True)
+    for a, b in zip(resumed.members, whole.members):
+        assert_close(flat(a.generator), flat(b.generator))
+        assert logged(a.out) == pytest.approx(logged(b.out), abs=1e-5)
+
+
+def test_what_cannot_be_packed_is_named(tmp_path):
+    data = tiny_data(n=96)
+    with pytest.raises(MedganError, match="differ in width"):
+        Pack(configs(tmp_path, seeds=(0, 1), losses=["lsgan", "lsgan"])[:1] + configs(tmp_path, seeds=(1,), losses=["lsgan"], width=16), data=data)
+    with pytest.raises(MedganError, match="n_critic or gradient penalty"):
+        Pack(configs(tmp_path, seeds=(0, 1), losses=["lsgan", "wgan-gp"]), data=data)
+    with pytest.raises(MedganError, match="progressive"):
+        Pack(configs(tmp_path, seeds=(0, 1), model="progressive"), data=data)
+    assert pack_key(TrainConfig(seed=1, loss="gan")) == pack_key(TrainConfig(seed=2, loss="hinge"))
+    assert pack_key(TrainConfig(loss="wgan")) != pack_key(TrainConfig(loss="wgan-gp"))
+
+
+def test_compare_packs_runs_into_ordinary_folders_with_the_same_results(tiny_study, monkeypatch):
+    from medgan.study.compare import compare
+
+    packs = []
+    original = Pack.fit
+    monkeypatch.setattr(Pack, "fit", lambda self, resume=False: packs.append([m.cfg.seed for m in self.members]) or original(self, resume))
+    packed = compare(tiny_study, pack="4")
+    assert packs == [[0, 1, 0, 1]]  # lsgan and hinge share n_critic and have no penalty: one pack of four
+    tiny_study.out += "-alone"
+    alone = compare(tiny_study, pack="off")
+    assert [r["name"] for r in packed["runs"]] == [r["name"] for r in alone["runs"]]
+    for a, b in zip(packed["runs"], alone["runs"]):
+        assert a["status"] == b["status"] == "finished" and a["steps"] == b["steps"]
+        assert a["metrics"]["fd_domain"] == pytest.approx(b["metrics"]["fd_domain"], rel=0.02)
+        assert (Path(a["dir"]) / "checkpoints" / "last.pt").exists() and json.loads((Path(a["dir"]) / "run.json").read_text())["status"] == "finished"
+
+
+def test_a_failing_pack_goes_on_run_by_run(tiny_study, nan_loss):
+    from medgan.study.compare import compare
+
+    tiny_study.losses = ["lsgan", nan_loss]
+    with pytest.warns(MedganWarning, match="its runs go on one at a time"):
+        results = compare(tiny_study, pack="4")
+    status = {r["name"]: r["status"] for r in results["runs"]}
+    assert status == {"mlp-lsgan-s0": "finished", "mlp-lsgan-s1": "finished", "mlp-test-nan-s0": "failed", "mlp-test-nan-s1": "failed"}
+
+
+def test_pack_values():
+    from medgan.study.compare import pack_size
+
+    assert pack_size("off") == pack_size("auto") == 1 and pack_size("8") == 8
+    with pytest.raises(MedganError, match="--pack must be"):
+        pack_size("many")
