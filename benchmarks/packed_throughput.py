@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
-import time
 
 import torch
 
 from medgan.config import TrainConfig
 from medgan.data import ImageSet
-from medgan.packed import Pack
-from medgan.train import Trainer
+from medgan.packed import step_seconds
 
 
 def configs(model: str, k: int, device: str, out: str) -> list[TrainConfig]:
@@ -34,31 +32,10 @@ def random_images(n: int = 1024) -> ImageSet:
     return ImageSet(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g), torch.zeros(n, 1, dtype=torch.long), "random", "train")
 
 
-def timed(step, steps: int, device: torch.device) -> float:
-    """Seconds per call of ``step`` after one warm-up call."""
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return (time.perf_counter() - start) / steps
-
-
 def measure(model: str, k: int, steps: int, device: str) -> tuple[float, float]:
-    """(sequential, packed) seconds per step of all K runs."""
-    data = random_images()
+    """(sequential, packed) seconds per step of all K runs (``medgan.packed.step_seconds``, what ``--pack auto`` uses)."""
     with tempfile.TemporaryDirectory() as out:
-        cfgs = configs(model, k, device, out)
-        trainers = [Trainer(cfg, data=data, progress=False, tensorboard=False) for cfg in cfgs]
-        dev, index = trainers[0].device, torch.arange(64)
-        reals = [t.data.batch(index.to(t.data.images.device), dev) for t in trainers]
-        sequential = timed(lambda: [t.train_step(real, generator_step=True) for t, real in zip(trainers, reals)], steps, dev)
-        pack = Pack(cfgs, data=data, progress=False, tensorboard=False)
-        pack.stack()
-        packed = timed(lambda: pack.train_step(reals, generator_step=True), steps, dev)
-    return sequential, packed
+        return step_seconds(configs(model, k, device, out), random_images(), steps)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from medgan import MedganError, MedganWarning
 from medgan.config import TrainConfig
 from medgan.files import load_torch
 from medgan.packed import Pack, pack_key, stacked_module
+from medgan.sample import generate, generate_for_run
 from medgan.train import Trainer
 
 from test_study import nan_loss, tiny_study  # noqa: F401 (fixtures)
@@ -70,6 +71,7 @@ CASES = {
     "ema + ada + minibatch-std": {"ema": 0.99, "augment": "translation,cutout", "augment_target": 0.6, "minibatch_std": True},
     "mixed losses": {"losses": ["gan", "lsgan", "hinge"]},
     "mlp-bn": {"model": "mlp-bn"},
+    "resnet": {"model": "resnet", "spectral_norm": True, "seeds": (0, 1), "losses": ["hinge"] * 2, "epochs": 1},
 }
 
 
@@ -122,6 +124,9 @@ def test_members_checkpoints_hold_their_own_slice_and_resume_alone(tmp_path):
     assert weight.untyped_storage().nbytes() == weight.numel() * weight.element_size()  # not the whole stack
     assert torch.equal(weight, member.generator.project[0].weight) and not torch.equal(weight, pack.members[0].generator.project[0].weight)
     assert state["opt_g"]["state"][0]["exp_avg"].shape == weight.shape
+    images, _, _ = generate_for_run(member.out, 6, seed=3, device="cpu")  # what `medgan sample` does
+    with member.sampling() as generator:  # the member's generator in the pack
+        assert torch.equal(images, generate(generator, 6, seed=3))
     # split out: the member's folder is an ordinary run, resumed alone for a second epoch
     alone = Trainer(member.cfg.replace(epochs=2), data=data, progress=False, tensorboard=False)
     alone.fit(resume=True)
@@ -181,6 +186,26 @@ def test_a_failing_pack_goes_on_run_by_run(tiny_study, nan_loss):
 def test_pack_values():
     from medgan.study.compare import pack_size
 
-    assert pack_size("off") == pack_size("auto") == 1 and pack_size("8") == 8
+    assert pack_size("off") == 1 and pack_size("auto") is None and pack_size("8") == 8
     with pytest.raises(MedganError, match="--pack must be"):
         pack_size("many")
+
+
+def test_auto_packs_only_where_measured_faster(monkeypatch):
+    import medgan.packed as packed
+
+    cfgs = [TrainConfig(model="dcgan", seed=s, channels=1) for s in range(20)]
+    monkeypatch.setattr(packed, "step_seconds", lambda *a, **k: pytest.fail("measured on a CPU"))
+    assert packed.auto_pack_size(cfgs) == 1  # the CPU: measured slower in benchmarks/RESULTS.md, not re-measured
+    monkeypatch.setattr(packed, "resolve_device", lambda device: torch.device("meta"))  # any device but the CPU
+    for timing, expected in (((2.0, 1.0), 16), ((1.0, 2.0), 1)):
+        monkeypatch.setattr(packed, "step_seconds", lambda trial, data, timing=timing: timing if len(trial) == 16 else pytest.fail(len(trial)))
+        assert packed.auto_pack_size(cfgs) == expected
+    assert packed.auto_pack_size(cfgs[:1]) == 1
+
+
+def test_step_seconds_times_both_ways(tmp_path):
+    from medgan.packed import step_seconds
+
+    sequential, packed = step_seconds(configs(tmp_path, seeds=(0, 1), model="dcgan"), tiny_data(n=96), steps=1)
+    assert sequential > 0 and packed > 0 and not any((tmp_path / "pack").glob("*/run.json"))

@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--backend", default="local", choices=["local", "ray"], help="local: runs in sequence (default); ray: one Ray task per run")
     cmp.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray instance)")
     cmp.add_argument("--pack", default="off", help="train runs that differ only in seed and loss K at a time as one pack "
-                     "(one set of kernels; each run keeps its own folder): off (default), auto (= off until measured to pay "
-                     "on the device) or K")
+                     "(one set of kernels; each run keeps its own folder): off (default), K, or auto: pack where a few seconds "
+                     "of measurement on the device say it is faster (never on a CPU, where it was measured slower)")
     _add_train_flags(cmp, COMPARE_TRAIN_FLAGS)
 
     ev = sub.add_parser("evaluate", help="metrics of generated images against the real data, with real-vs-real floors")

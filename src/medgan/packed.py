@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
+import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from tqdm.auto import tqdm
 from medgan import MedganError, files
 from medgan.config import TrainConfig
 from medgan.data import ImageSet, load_dataset
+from medgan.device import resolve_device
 from medgan.ema import EMA
 from medgan.losses import LOSSES, build_loss, input_gradient, interpolate
 from medgan.runlog import RunLog
@@ -320,3 +323,42 @@ class Pack:
                     return
         finally:
             bar.close()
+
+
+def step_seconds(cfgs: list[TrainConfig], data: ImageSet, steps: int = 5) -> tuple[float, float]:
+    """(one after another, as one pack) seconds for one training step of every run in ``cfgs``, measured on their
+    device after a warm-up step, on one real batch per run. Nothing is written (the runs' folders are never opened)."""
+    trainers = [Trainer(cfg, data=data, progress=False, tensorboard=False) for cfg in cfgs]
+    device, index = trainers[0].device, torch.arange(cfgs[0].batch_size)
+    reals = [t.data.batch(index.to(t.data.images.device), device) for t in trainers]
+    sequential = _timed(lambda: [t.train_step(real, generator_step=True) for t, real in zip(trainers, reals)], steps, device)
+    pack = Pack(cfgs, data=data, progress=False, tensorboard=False)
+    pack.stack()
+    return sequential, _timed(lambda: pack.train_step(reals, generator_step=True), steps, device)
+
+
+def _timed(step, steps: int, device: torch.device) -> float:
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return (time.perf_counter() - start) / steps
+
+
+def auto_pack_size(cfgs: list[TrainConfig], most: int = 16) -> int:
+    """``--pack auto`` for runs that share a pack key: how many to pack, by measurement on their device. On a CPU, 1
+    without measuring (a pack of dcgan runs stepped at 0.5-0.9x of the same runs in sequence on the 2-core CPU,
+    benchmarks/RESULTS.md "packed_throughput"); elsewhere a pack of min(len(cfgs), ``most``) runs is timed against the
+    same runs one after another (a few seconds), and used only if it is faster."""
+    k = min(len(cfgs), most)
+    if k < 2 or unsupported(cfgs[0]) or resolve_device(cfgs[0].device).type == "cpu":
+        return 1
+    first = cfgs[0]
+    data = load_dataset(first.dataset, "train", first.size, first.channels or None, first.data_root or None)
+    with tempfile.TemporaryDirectory() as scratch:
+        trial = [c.replace(out=f"{scratch}/{i}", eval_every=0) for i, c in enumerate(cfgs[:k])]
+        sequential, packed = step_seconds(trial, data)
+    return k if packed < sequential else 1

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from medgan import MedganError, MedganWarning, files
 from medgan.config import TrainConfig, from_dict, layered, read_toml
 from medgan.metrics.catalogue import separable
-from medgan.packed import Pack, pack_key
+from medgan.packed import Pack, auto_pack_size, pack_key
 from medgan.rundir import RunDir
 from medgan.study.aggregate import aggregate, ranking, separations
 from medgan.study.report import write_reports
@@ -101,12 +101,13 @@ def _run_in_ray_worker(name: str, cfg: TrainConfig, threads: int) -> dict:
     return run_one(name, cfg)
 
 
-def pack_size(pack: str | int) -> int:
-    """Runs per pack for ``--pack``: off = 1 (each run alone), K, or auto. auto = 1: on the 2-core CPU a pack was
-    slower than its runs in sequence for dcgan (0.49-0.90x, benchmarks/RESULTS.md "packed_throughput"); on a GPU
-    it has not been measured yet, so it is not assumed (benchmarks/gpu_check.py measures it; pass --pack K)."""
-    if pack in ("off", "auto"):
+def pack_size(pack: str | int) -> int | None:
+    """Runs per pack for ``--pack``: off = 1 (each run alone), K, or auto = None (``medgan.packed.auto_pack_size``
+    decides per group of runs that can share a pack: 1 on a CPU, by a few seconds of measurement elsewhere)."""
+    if pack == "off":
         return 1
+    if pack == "auto":
+        return None
     try:
         k = int(pack)
     except ValueError:
@@ -116,18 +117,19 @@ def pack_size(pack: str | int) -> int:
     return k
 
 
-def run_packed(specs: list[tuple[str, TrainConfig]], k: int):
-    """Yield each run's record: runs that can share a pack (``medgan.packed.pack_key``) trained ``k`` at a time as one,
-    the others alone. A pack that fails is not retried as a pack: its runs go on one at a time from their checkpoints,
-    so one run's failure (a NaN) is recorded for it alone."""
+def run_packed(specs: list[tuple[str, TrainConfig]], k: int | None):
+    """Yield each run's record: runs that can share a pack (``medgan.packed.pack_key``) trained ``k`` at a time as one
+    (None: as many as ``auto_pack_size`` measures to pay), the others alone. A pack that fails is not retried as a
+    pack: its runs go on one at a time from their checkpoints, so one run's failure (a NaN) is recorded for it alone."""
     groups: dict[str | None, list] = {}
     for name, cfg in specs:
         if RunDir(cfg.out).read_info().get("status") == "finished":
             yield summarise_run(name, cfg)
         else:
-            groups.setdefault(pack_key(cfg) if k > 1 else None, []).append((name, cfg))
+            groups.setdefault(pack_key(cfg), []).append((name, cfg))
     for key, group in groups.items():
-        for chunk in ([group[i : i + k] for i in range(0, len(group), k)] if key is not None else [[spec] for spec in group]):
+        size = 1 if key is None else k or auto_pack_size([cfg for _, cfg in group])
+        for chunk in [group[i : i + size] for i in range(0, len(group), size)]:
             started = [RunDir(cfg.out).last_checkpoint.exists() for _, cfg in chunk]
             if len(chunk) > 1 and len(set(started)) == 1:
                 try:
@@ -147,11 +149,11 @@ def run_all(specs: list[tuple[str, TrainConfig]], backend: str = "local", ray_ad
     as Ray tasks (1 GPU each when the cluster has GPUs) on a local Ray instance or the cluster at ``ray_address``."""
     k = pack_size(pack)
     if backend == "local":
-        yield from run_packed(specs, k) if k > 1 else (run_one(name, cfg) for name, cfg in specs)
+        yield from run_packed(specs, k) if k != 1 else (run_one(name, cfg) for name, cfg in specs)
         return
     if backend != "ray":
         raise MedganError(f"backend must be local or ray, got {backend!r}")
-    if k > 1:
+    if k is None or k > 1:
         raise MedganError("--pack is for the local backend; with --backend ray each run is a task of its own (--pack off)")
     try:
         import ray
