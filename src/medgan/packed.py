@@ -234,9 +234,13 @@ class Pack:
             mixed = interpolate(real[k], fake_d[k]) if loss0.gp_weight else None
             return m.augment(real[k]), m.augment(fake_d[k]), mixed, m.augment(mixed) if mixed is not None else None
 
-        real_in, fake_in, mixed, mixed_in = zip(*self.each(d_inputs))
+        if lead.cfg.augment or loss0.gp_weight:  # random draws per member, in its own stream
+            real_in, fake_in, mixed, mixed_in = zip(*self.each(d_inputs))
+            real_in, fake_in = torch.stack(real_in), torch.stack(fake_in)
+        else:  # nothing to draw: the stacked batches as they are
+            real_in, fake_in, mixed = real, fake_d, None
         with autocast():
-            real_out, fake_out = self.run_d(torch.stack(real_in)), self.run_d(torch.stack(fake_in))
+            real_out, fake_out = self.run_d(real_in), self.run_d(fake_in)
             real_grad = input_gradient(real_out, real) if loss0.r1 else None
             mixed_grad = torch.autograd.grad(self.run_d(torch.stack(mixed_in)).sum(), mixed, create_graph=True) if loss0.gp_weight else None
             results = [m.loss.d_loss_from(real_out[k], fake_out[k], real_grad[k] if real_grad is not None else None,
@@ -254,9 +258,9 @@ class Pack:
             records.append(record)
         if generator_step:
             self.d.requires_grad_(False)
-            fake_in = self.each(lambda m, k: m.augment(fake[k]))
+            fake_in = torch.stack(self.each(lambda m, k: m.augment(fake[k]))) if lead.cfg.augment else fake
             with autocast():
-                out = self.run_d(torch.stack(fake_in))
+                out = self.run_d(fake_in)
                 g_losses = [m.loss.g_loss(out[k]) for k, m in enumerate(ms)]
             self.opt_g.zero_grad(set_to_none=True)
             sum(g_losses).backward()
