@@ -92,27 +92,22 @@ class RandomStream:
 def stacked_module(modules: list[nn.Module]) -> nn.Module:
     """A copy of ``modules[0]`` whose parameters and buffers hold all the modules' ones stacked on a new first
     dimension; each module's own tensors become views of its slice, so it always shows the pack's current values.
-    The copy is never called directly (``vmapped`` runs it)."""
+    The copy is never called directly (``Vmapped`` runs it)."""
     packed = copy.deepcopy(modules[0])
     for name, tensor in [*packed.named_parameters(), *packed.named_buffers()]:
         owner, _, leaf = name.rpartition(".")
-        stacked = torch.stack([_tensor(m, name).detach() for m in modules])
         if isinstance(tensor, nn.Parameter):
-            packed.get_submodule(owner)._parameters[leaf] = stacked = nn.Parameter(stacked, requires_grad=tensor.requires_grad)
+            own = [m.get_parameter(name) for m in modules]
+            stacked = nn.Parameter(torch.stack([t.detach() for t in own]), requires_grad=tensor.requires_grad)
+            packed.get_submodule(owner)._parameters[leaf] = stacked
+            for k, t in enumerate(own):
+                t.data = stacked.data[k]  # the module's own Parameter object stays (its optimiser state is keyed by it)
         else:
+            stacked = torch.stack([m.get_buffer(name) for m in modules])
             packed.get_submodule(owner)._buffers[leaf] = stacked
-        for k, module in enumerate(modules):
-            if isinstance(tensor, nn.Parameter):
-                module.get_submodule(owner)._parameters[leaf].data = stacked.data[k]
-            else:
-                module.get_submodule(owner)._buffers[leaf] = stacked.data[k]
+            for k, m in enumerate(modules):
+                m.get_submodule(owner)._buffers[leaf] = stacked[k]
     return packed
-
-
-def _tensor(module: nn.Module, name: str) -> torch.Tensor:
-    owner, _, leaf = name.rpartition(".")
-    sub = module.get_submodule(owner)
-    return sub._parameters[leaf] if leaf in sub._parameters else sub._buffers[leaf]
 
 
 class Vmapped:
