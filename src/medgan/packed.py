@@ -349,7 +349,7 @@ def _timed(step, steps: int, device: torch.device) -> float:
 
 def auto_pack_size(cfgs: list[TrainConfig], most: int = 16) -> int:
     """``--pack auto`` for runs that share a pack key: how many to pack, by measurement on their device. On a CPU, 1
-    without measuring (a pack of dcgan runs stepped at 0.5-0.9x of the same runs in sequence on the 2-core CPU,
+    without measuring (a pack of dcgan runs stepped at 0.5-0.85x of the same runs in sequence on the 2-core CPU,
     benchmarks/RESULTS.md "packed_throughput"); elsewhere a pack of min(len(cfgs), ``most``) runs is timed against the
     same runs one after another (a few seconds), and used only if it is faster."""
     k = min(len(cfgs), most)
