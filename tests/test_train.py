@@ -187,6 +187,16 @@ def test_recipe_options_train(tmp_path, options):
     assert trainer.opt_g.param_groups[0]["lr"] == 2e-4
 
 
+@pytest.mark.parametrize("size", [28, 64, 128])
+def test_best_preset_trains_at_every_size(tmp_path, size):
+    from medgan.recipes import recipe
+
+    settings = {**recipe("best", size), "width": 8, "epochs": 1, "batch_size": 32, "max_minutes": 0.0, "precision": "fp32"}
+    trainer = run(tmp_path, data=tiny_data(n=64, size=size), **settings)
+    assert trainer.step == 2 and all(torch.isfinite(p).all() for p in trainer.ema.module.parameters())
+    assert "augment_p" in records(trainer.out, "epoch")[0]  # ADA at every size
+
+
 def test_augmentation_reaches_d_for_real_and_fake(tmp_path):
     """With cutout, every batch D sees, real or generated, has its 14x14 square of zeros."""
     seen = []
