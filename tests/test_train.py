@@ -2,6 +2,7 @@ import json
 import math
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -341,3 +342,35 @@ def test_evaluations_never_change_what_training_does(tmp_path, monkeypatch):
         weights[name] = trainer.generator.state_dict()
     for name in ("first", "every", "third"):
         assert all(torch.equal(weights["never"][k], weights[name][k]) for k in weights["never"]), name
+
+
+def test_floors_are_computed_once_per_data_and_kept_on_disk(tmp_path, monkeypatch):
+    """Real-vs-real floors depend on the data, the extractor and the number of images, never on the run: a second
+    run (another process: the per-process copy is cleared) reads them from the cache instead of computing them."""
+    from conftest import write_medmnist
+    from medgan.evaluation import during_training, evaluate
+
+    monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")
+    root = write_medmnist(tmp_path / "data", n=(96, 16, 48))
+    computed = []
+    original = evaluate._floors
+    monkeypatch.setattr(evaluate, "_floors", lambda *a: computed.append(1) or original(*a))
+
+    def final_eval(name, **changes):
+        cfg = TrainConfig(**{"dataset": "pneumoniamnist", "data_root": str(root), "model": "mlp", "batch_size": 16, "eval_samples": 64,
+                             "epochs": 1, "out": str(tmp_path / name), **changes})
+        Trainer(cfg, progress=False, tensorboard=False).fit()
+        return records(tmp_path / name, "eval")[-1]
+
+    first = final_eval("first")
+    during_training._FLOORS.clear()  # a new process
+    second = final_eval("second", seed=1)
+    assert computed == [1] and len(list((Path(os.environ["MEDGAN_CACHE"]) / "floors").glob("*.json"))) == 1
+    assert {k: v for k, v in first.items() if k.endswith("_floor")} == {k: v for k, v in second.items() if k.endswith("_floor")}
+    final_eval("more", eval_samples=48)  # another number of images: other floors
+    assert computed == [1, 1]
+    during_training._FLOORS.clear()
+    for cached in (Path(os.environ["MEDGAN_CACHE"]) / "floors").glob("*.json"):
+        cached.write_text("{not json")
+    final_eval("damaged")
+    assert computed == [1, 1, 1]  # a damaged entry is computed again

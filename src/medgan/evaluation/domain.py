@@ -21,6 +21,7 @@ import hashlib
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -143,7 +144,7 @@ class Task:
 ROTATION = Task("rotation", 4)
 
 
-def _fingerprint(data: ImageSet) -> str:
+def fingerprint(data: ImageSet) -> str:
     """Cheap identity of a split: name, shape and a hash of a strided sample of its images and labels."""
     step = max(1, len(data) // 2000)
     digest = hashlib.md5(f"{data.name}|{tuple(data.images.shape)}|{data.channels}".encode())
@@ -214,11 +215,16 @@ def train_domain_net(train: ImageSet, test: ImageSet, steps: int | None = None, 
     return net.eval(), info
 
 
+def extractor_path(train: ImageSet, steps: int | None = None) -> Path:
+    """Where the domain net of this train split is cached (the name holds everything it depends on)."""
+    name = train.name.replace("folder:", "folder-").replace("/", "_")[-60:]
+    return cache_root() / "extractors" / f"domain-{ARCHITECTURE}-{name}-{train.size}px-{train.channels}ch-{steps or default_steps()}-{fingerprint(train)}.pt"
+
+
 def load_or_train(train: ImageSet, test: ImageSet, steps: int | None = None, device="cpu", verbose: bool = True) -> tuple[DomainNet, dict]:
     """The cached domain net for this train split, training (and caching) it on first use."""
     steps = steps or default_steps()
-    name = train.name.replace("folder:", "folder-").replace("/", "_")[-60:]
-    path = cache_root() / "extractors" / f"domain-{ARCHITECTURE}-{name}-{train.size}px-{train.channels}ch-{steps}-{_fingerprint(train)}.pt"
+    path = extractor_path(train, steps)
     task = Task.of(train)
     if path.exists():
         try:

@@ -13,24 +13,30 @@ never sees the test split.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from pathlib import Path
 from typing import Callable, ContextManager
 
 import torch
 
-from medgan import data
+from medgan import data, files
 from medgan.config import TrainConfig
 from medgan.data import ImageSet
-from medgan.evaluation.domain import DomainExtractor, default_steps
+from medgan.data.medmnist import cache_root
+from medgan.evaluation.domain import DomainExtractor, extractor_path, fingerprint
 from medgan.evaluation.evaluate import evaluate, save_closest_pairs
 from medgan.metrics.catalogue import badness
 from medgan.rundir import RunDir, load_run
 from medgan.sample import generate_for_config
 
 
-# Real-vs-real floors by (dataset, data root, size, channels, reference split, images, extractor steps): the
-# same for every run of a study and every evaluation of a run (seeded), so each process computes them once.
-_FLOORS: dict[tuple, dict] = {}
+# Real-vs-real floors by extractor (its train split and steps), reference split and number of images: the same for
+# every run of the data and every evaluation of a run (seeded), so they are computed once, kept per process and on
+# disk beside the domain extractor (at 64 px on one core they take about a minute).
+_FLOORS: dict[str, dict] = {}
+FLOORS_VERSION = "1"  # in the floors' cache key: change it whenever a metric or its floor is computed differently
 
 
 class EvaluateDuringTraining:
@@ -84,12 +90,14 @@ class EvaluateDuringTraining:
     def _evaluate(self, generator, reference: ImageSet, record: dict, log, tstr: bool) -> dict:
         cfg = self.cfg
         n = min(cfg.eval_samples, 10 * len(self.train))
-        floors = _FLOORS.setdefault((cfg.dataset, cfg.data_root, cfg.size, cfg.channels, reference.split, len(reference), n,
-                                     self.domain_steps or default_steps()), {})
+        floors, cached_at = self._floors(reference, n)
+        known = bool(floors)
         # Conditional runs: labels as in the train split; TSTR (two classifier trainings) only when asked (the last epoch).
         images, labels = generate_for_config(generator, cfg, n, cfg.seed, "as-train", self.train)
         result = evaluate(images, self.train, reference, ("domain",), self.device, domain_steps=self.domain_steps, n_pixel=200,
                           labels=labels if tstr else None, floors=floors)
+        if not known:
+            files.write_json(cached_at, floors)
         for name, m in result["metrics"].items():
             record[name], record[f"{name}_floor"] = m["value"], m["floor"]
         record["eval_time_s"] = result["seconds"]
@@ -98,6 +106,19 @@ class EvaluateDuringTraining:
         log.scalars(record)
         save_closest_pairs(images, self.train, result["memorisation"], self.run.nearest_train)
         return result["metrics"]
+
+    def _floors(self, reference: ImageSet, n: int) -> tuple[dict, Path]:
+        """The real-vs-real floors against ``reference`` with ``n`` images (empty until the first evaluation computes
+        them into it), and their file in the cache. A run changes nothing they depend on, so all runs share them."""
+        key = f"{FLOORS_VERSION}|{extractor_path(self.train, self.domain_steps).name}|{fingerprint(reference)}|{reference.split}|{n}"
+        path = cache_root() / "floors" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+        floors = _FLOORS.setdefault(key, {})
+        if not floors and path.exists():
+            try:
+                floors.update(json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError):  # a cache: a damaged entry is computed again
+                floors.clear()
+        return floors, path
 
     def _keep_if_best(self, metric: dict, position: dict, log) -> None:
         """Save the training state as the best checkpoint when ``metric`` beats the best so far (run.json "best")."""
