@@ -1,4 +1,4 @@
-"""The trainer: one loop for every GAN variant, seeded, checkpointed every epoch, resumable.
+"""The trainer: one loop for every GAN variant, seeded, checkpointed by the clock and at the end, resumable.
 
 Per batch: one discriminator step; every ``n_critic``-th batch also one generator step. The data
 stay on the device as uint8 and are normalised per batch, so there is no per-image work in the loop.
