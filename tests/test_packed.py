@@ -20,6 +20,13 @@ BASE = {"epochs": 2, "batch_size": 32, "log_every": 1, "width": 8, "eval_every":
 ATOL = 2e-5  # a vmapped convolution adds in another order than a plain one
 
 
+@pytest.fixture(autouse=True)
+def default_layout(monkeypatch):
+    """The unpacked runs in the layout of a pack's stacked weights (torch.stack's, the default): on the CPU they would
+    be channels_last (device.memory_format), whose kernels add in another order than a vmapped one, beyond ATOL."""
+    monkeypatch.setattr("medgan.train.memory_format", lambda device: torch.contiguous_format)
+
+
 def assert_close(x, y, name=""):
     """Equal up to rounding. Adam turns a rounding-level gradient into a step of ~lr (2e-4) (a sign flip, or a bias
     before batch norm, whose true gradient is 0), so: every weight within a few steps of lr, 99% within ATOL."""

@@ -12,7 +12,7 @@ from medgan.config import TrainConfig
 from medgan.data import ImageSet
 from medgan.files import load_torch
 from medgan.losses import GANLoss, LOSSES, register
-from medgan.rundir import config_for_resume
+from medgan.rundir import config_for_resume, load_run
 from medgan.train import NonFiniteLoss, Trainer
 
 
@@ -94,6 +94,16 @@ def test_resume_gives_the_same_run(tmp_path, loss):
     assert drop(records(full.out, "epoch")) == drop(records(resumed.out, "epoch"))
     info = json.loads((resumed.out / "run.json").read_text())
     assert info["status"] == "finished" and len(info["segments"]) == 2
+
+
+def test_conv_weights_are_channels_last_on_the_cpu_also_after_resume_and_for_sampling(tmp_path):
+    """medgan.device.memory_format: oneDNN convolves NHWC without reordering (RESULTS.md "precision")."""
+    part = run(tmp_path, "part", model="dcgan")
+    resumed = run(tmp_path, "part", model="dcgan", epochs=2, resume=True)
+    for net in (part.generator, part.discriminator, resumed.generator, resumed.discriminator, resumed.sampling_generator, load_run(part.out)[0]):
+        convs = [p for p in net.parameters() if p.dim() == 4]
+        assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs), type(net).__name__
+        assert not all(p.is_contiguous() for p in convs), type(net).__name__
 
 
 def test_sigint_mid_epoch_checkpoints_and_resumes_exactly(tmp_path):

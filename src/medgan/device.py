@@ -36,6 +36,14 @@ def native_bf16_cpu() -> bool:
     return any(getattr(torch.cpu, f"_is_{isa}_supported", lambda: False)() for isa in ("amx_tile", "avx512_bf16"))
 
 
+def memory_format(device: torch.device) -> torch.memory_format:
+    """The layout of the nets' conv weights (and so of their activations): channels_last (NHWC) on the CPU, where
+    oneDNN convolves it without reordering (the README's `best` command trained 1.33x as many steps in the same
+    time at 28 px and 1.38x at 64 px, fp32, one thread: benchmarks/RESULTS.md "precision"); torch's default
+    elsewhere, where it has not been measured."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
 def autocast(device: torch.device, precision: str):
     """Forward passes in bfloat16 when ``precision`` is bf16 (backward and optimiser steps stay outside)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -92,7 +92,8 @@ class RandomStream:
 def stacked_module(modules: list[nn.Module]) -> nn.Module:
     """A copy of ``modules[0]`` whose parameters and buffers hold all the modules' ones stacked on a new first
     dimension; each module's own tensors become views of its slice, so it always shows the pack's current values.
-    The copy is never called directly (``Vmapped`` runs it)."""
+    The stacks are in torch's default layout, also where the runs use channels_last (the CPU: ``device.memory_format``),
+    so there a member equals its unpacked run up to rounding. The copy is never called directly (``Vmapped`` runs it)."""
     packed = copy.deepcopy(modules[0])
     for name, tensor in [*packed.named_parameters(), *packed.named_buffers()]:
         owner, _, leaf = name.rpartition(".")

@@ -22,7 +22,7 @@ import torch
 
 from medgan import MedganError, MedganWarning, files
 from medgan.config import TrainConfig, load_toml
-from medgan.device import resolve_device
+from medgan.device import memory_format, resolve_device
 from medgan.nets import nets_for
 
 CHECKPOINTS = ("auto", "best", "last")  # which checkpoint to load: auto = best when the run kept one, else last
@@ -117,7 +117,8 @@ def load_run(run_dir: str | Path, device: str = "cpu", checkpoint: str = "auto")
     generator, _ = nets_for(cfg)
     state = files.load_torch(path)
     generator.load_state_dict(state.get("generator_ema", state["generator"]))
-    return generator.to(resolve_device(device)).eval(), cfg
+    device = resolve_device(device)
+    return generator.to(device, memory_format=memory_format(device)).eval(), cfg
 
 
 def config_for_resume(run_dir: str | Path, overrides: dict) -> TrainConfig:

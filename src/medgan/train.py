@@ -21,7 +21,7 @@ from medgan import MedganError, files
 from medgan.augment import AdaptiveAugment, AugmentedDiscriminator
 from medgan.config import TrainConfig, to_toml
 from medgan.data import ImageSet, load_dataset
-from medgan.device import autocast, resolve_device, resolve_precision
+from medgan.device import autocast, memory_format, resolve_device, resolve_precision
 from medgan.ema import EMA
 from medgan.evaluation.during_training import EvaluateDuringTraining
 from medgan.losses import build_loss
@@ -64,7 +64,7 @@ class Trainer:
         )
         torch.manual_seed(cfg.seed)
         self.generator, self.discriminator = (
-            m.to(self.device) for m in nets_for(cfg)
+            m.to(self.device, memory_format=memory_format(self.device)) for m in nets_for(cfg)
         )
         # What the losses call D: the discriminator behind DiffAugment when that is on (applied as often as ADA says).
         self.ada = AdaptiveAugment(cfg.augment_target, cfg.batch_size, self.device) if cfg.augment_target else None
