@@ -37,10 +37,11 @@ def native_bf16_cpu() -> bool:
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
-    """The layout of the nets' conv weights (and so of their activations): channels_last (NHWC) on the CPU, where
-    oneDNN convolves it without reordering (the README's `best` command trained 1.33x as many steps in the same
-    time at 28 px and 1.38x at 64 px, fp32, one thread: benchmarks/RESULTS.md "precision"); torch's default
-    elsewhere, where it has not been measured."""
+    """The layout of the nets' conv weights (and so of their activations), GAN and domain extractor alike:
+    channels_last (NHWC) on the CPU, where oneDNN convolves it without reordering (the README's `best` command
+    trained 1.33x as many steps in the same time at 28 px and 1.38x at 64 px, fp32, one thread: benchmarks/RESULTS.md
+    "precision"; the extractor's convolutions ran ~2.5x faster); torch's default elsewhere, where it has not been
+    measured."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
