@@ -16,8 +16,8 @@ from torch import nn
 
 from medgan.data import load_dataset
 from medgan.evaluation.evaluate import evaluate
-from medgan.sample import generate
 from medgan.rundir import RunDir, config_for_resume
+from medgan.sample import generate
 from medgan.train import Trainer
 
 METRICS = ("c2st", "recall_domain", "fd_domain")
@@ -60,10 +60,16 @@ def main() -> None:
             images = generate(generator.eval(), args.samples, seed=cfg.seed)
             row[name] = evaluate(images, trainer.data, test, ("domain",), trainer.device, seed=cfg.seed)
         # Scored in place after the two above: the EMA net's copied statistics are overwritten.
-        standing_statistics(trainer.ema.module, ((torch.randn(cfg.batch_size, cfg.latent_dim, generator=rng),) for _ in range(args.batches)))
+        standing_statistics(
+            trainer.ema.module,
+            ((torch.randn(cfg.batch_size, cfg.latent_dim, generator=rng),) for _ in range(args.batches)),
+        )
         images = generate(trainer.ema.module.eval(), args.samples, seed=cfg.seed)
         row["ema standing"] = evaluate(images, trainer.data, test, ("domain",), trainer.device, seed=cfg.seed)
-        summary = {name: {m: round(v["metrics"][m]["value"], 4) for m in METRICS} | {"eval_s": round(v["seconds"], 1)} for name, v in row.items()}
+        summary = {
+            name: {m: round(v["metrics"][m]["value"], 4) for m in METRICS} | {"eval_s": round(v["seconds"], 1)}
+            for name, v in row.items()
+        }
         print(run, args.checkpoint, f"epoch {trainer.epoch}", json.dumps(summary), flush=True)
 
 

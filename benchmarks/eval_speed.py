@@ -45,7 +45,9 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     a = train.uint8(torch.randint(0, len(train), (args.n,), generator=g))  # stand-ins for generated images
     b = train.uint8(torch.randint(0, len(train), (args.n,), generator=g))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.n} vs {args.n} images of {tuple(a.shape[1:])}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.n} vs {args.n} images of {tuple(a.shape[1:])}"
+    )
 
     timings = {}
     t = time.perf_counter()
@@ -75,7 +77,9 @@ def main() -> None:
     for name, seconds in timings.items():
         print(f"  {name:<36} {seconds:7.3f} s")
     print(f"  {'total':<36} {total:7.3f} s   (target < 5 s)")
-    print(f"FD {fd:.5f} (scipy sqrtm {fd_scipy:.5f}, {baseline_fd:.3f} s: medgan's FD is {baseline_fd / timings['FD']:.1f}x faster)")
+    print(
+        f"FD {fd:.5f} (scipy sqrtm {fd_scipy:.5f}, {baseline_fd:.3f} s: medgan's FD is {baseline_fd / timings['FD']:.1f}x faster)"
+    )
     print(f"KID {kid[0]:.2e} ± {kid[1]:.1e}; PRDC {prdc}")
 
 

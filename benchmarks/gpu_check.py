@@ -55,7 +55,12 @@ def sync(device: torch.device) -> None:
 
 def random_images(n: int, size: int) -> ImageSet:
     g = torch.Generator().manual_seed(0)
-    return ImageSet(torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=g), torch.zeros(n, 1, dtype=torch.long), "random", "train")
+    return ImageSet(
+        torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=g),
+        torch.zeros(n, 1, dtype=torch.long),
+        "random",
+        "train",
+    )
 
 
 def run_steps(trainer: Trainer, n: int) -> None:
@@ -82,10 +87,27 @@ def busy_share(trainer: Trainer, n: int) -> float | None:
     return kernel_us / 1e6 / wall
 
 
-def time_training(results: Results, device: str, model: str, size: int, loss: str, precision: str, compile_mode: str | None,
-                  steps: int, out: Path) -> None:
-    cfg = TrainConfig(model=model, size=size, loss=loss, precision=precision, device=device, batch_size=64, eval_every=0,
-                      out=str(out / "timing" / f"{model}-{size}-{loss}-{precision}-{compile_mode or 'eager'}"))
+def time_training(
+    results: Results,
+    device: str,
+    model: str,
+    size: int,
+    loss: str,
+    precision: str,
+    compile_mode: str | None,
+    steps: int,
+    out: Path,
+) -> None:
+    cfg = TrainConfig(
+        model=model,
+        size=size,
+        loss=loss,
+        precision=precision,
+        device=device,
+        batch_size=64,
+        eval_every=0,
+        out=str(out / "timing" / f"{model}-{size}-{loss}-{precision}-{compile_mode or 'eager'}"),
+    )
     trainer = Trainer(cfg, data=random_images(2048, size), progress=False, tensorboard=False)
     if compile_mode:
         trainer.generator = torch.compile(trainer.generator, mode=compile_mode)
@@ -98,14 +120,40 @@ def time_training(results: Results, device: str, model: str, size: int, loss: st
     run_steps(trainer, steps)
     sync(trainer.device)
     per_second = steps / (time.perf_counter() - started)
-    results.put(kind="steps_per_s", model=model, size=size, loss=loss, precision=precision, compile=compile_mode or "off",
-                steps_per_s=round(per_second, 1), warmup_s=round(warmup, 2), gpu_busy=busy_share(trainer, min(steps, 50)))
+    results.put(
+        kind="steps_per_s",
+        model=model,
+        size=size,
+        loss=loss,
+        precision=precision,
+        compile=compile_mode or "off",
+        steps_per_s=round(per_second, 1),
+        warmup_s=round(warmup, 2),
+        gpu_busy=busy_share(trainer, min(steps, 50)),
+    )
 
 
 def preset_best(dataset: str, data_root: str, minutes: float, device: str, out: Path) -> subprocess.Popen:
     """The README's recommended command, as a user runs it (with a shorter budget)."""
-    command = [sys.executable, "-m", "medgan", "train", "--preset", "best", "--dataset", dataset, "--data-root", data_root,
-               "--max-minutes", str(minutes), "--device", device, "--no-progress", "--out", str(out / f"best-{dataset}")]
+    command = [
+        sys.executable,
+        "-m",
+        "medgan",
+        "train",
+        "--preset",
+        "best",
+        "--dataset",
+        dataset,
+        "--data-root",
+        data_root,
+        "--max-minutes",
+        str(minutes),
+        "--device",
+        device,
+        "--no-progress",
+        "--out",
+        str(out / f"best-{dataset}"),
+    ]
     return subprocess.Popen(command, stdout=open(out / f"best-{dataset}.log", "w"), stderr=subprocess.STDOUT)
 
 
@@ -113,18 +161,49 @@ def report_best(results: Results, dataset: str, process: subprocess.Popen, out: 
     code = process.wait()
     run = out / f"best-{dataset}"
     info = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
-    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"kind": "eval"' in line] if (run / "metrics.jsonl").exists() else []
+    evals = (
+        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"kind": "eval"' in line]
+        if (run / "metrics.jsonl").exists()
+        else []
+    )
     final = evals[-1] if evals else {}
-    results.put(kind="preset_best", dataset=dataset, exit_code=code, epochs=info.get("epochs_done"), wall_time_s=info.get("wall_time_s"),
-                eval_seconds=info.get("eval_seconds"), eval_share=info.get("eval_share"), evaluations=len(evals),
-                **{k: final.get(k) for k in ("c2st", "c2st_floor", "recall_domain", "recall_domain_floor", "fd_domain", "fd_domain_floor")})
+    results.put(
+        kind="preset_best",
+        dataset=dataset,
+        exit_code=code,
+        epochs=info.get("epochs_done"),
+        wall_time_s=info.get("wall_time_s"),
+        eval_seconds=info.get("eval_seconds"),
+        eval_share=info.get("eval_share"),
+        evaluations=len(evals),
+        **{
+            k: final.get(k)
+            for k in ("c2st", "c2st_floor", "recall_domain", "recall_domain_floor", "fd_domain", "fd_domain_floor")
+        },
+    )
 
 
 def time_quickstart(results: Results, device: str, pack: str, out: Path) -> None:
     """The README's quickstart study as written, plus ``--pack``: wall seconds of the whole command."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "medgan", "compare", "--preset", "quickstart", "--device", device, "--pack", pack,
-                           "--out", str(out / f"quickstart-pack-{pack}")], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medgan",
+            "compare",
+            "--preset",
+            "quickstart",
+            "--device",
+            device,
+            "--pack",
+            pack,
+            "--out",
+            str(out / f"quickstart-pack-{pack}"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     (out / f"quickstart-pack-{pack}.log").write_text(done.stdout + done.stderr)
     results.put(kind="quickstart", pack=pack, exit_code=done.returncode, wall_s=round(time.perf_counter() - started, 1))
 
@@ -136,7 +215,9 @@ def main() -> None:
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu_check_out"))
     parser.add_argument("--minutes", type=float, default=3.0, help="budget of each --preset best run")
     parser.add_argument("--steps", type=int, default=200, help="timed steps per configuration")
-    parser.add_argument("--quick", action="store_true", help="a few steps and one configuration per kind: checks the script")
+    parser.add_argument(
+        "--quick", action="store_true", help="a few steps and one configuration per kind: checks the script"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     results = Results(out)
@@ -145,26 +226,53 @@ def main() -> None:
     results.put(kind="machine", device=str(device), name=name, torch=torch.__version__, cpus=os.cpu_count())
 
     started = time.perf_counter()
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/test_cuda.py"], cwd=ROOT, capture_output=True, text=True)
-    results.put(kind="cuda_tests", exit_code=tests.returncode, summary=tests.stdout.strip().splitlines()[-1:], seconds=round(time.perf_counter() - started, 1))
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/test_cuda.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    results.put(
+        kind="cuda_tests",
+        exit_code=tests.returncode,
+        summary=tests.stdout.strip().splitlines()[-1:],
+        seconds=round(time.perf_counter() - started, 1),
+    )
 
-    runs = [(d, preset_best(d, args.data_root, args.minutes, args.device, out)) for d in ("breastmnist", "pneumoniamnist")]
+    runs = [
+        (d, preset_best(d, args.data_root, args.minutes, args.device, out)) for d in ("breastmnist", "pneumoniamnist")
+    ]
     steps = 5 if args.quick else args.steps
-    grid = [(m, s, l, p) for m in ("mlp", "dcgan") for s in (28, 64) for l in ("lsgan", "wgan-gp") for p in ("fp32", "bf16")]
+    grid = [
+        (m, s, l, p) for m in ("mlp", "dcgan") for s in (28, 64) for l in ("lsgan", "wgan-gp") for p in ("fp32", "bf16")
+    ]
     for model, size, loss, precision in grid[:2] if args.quick else grid:
         time_training(results, args.device, model, size, loss, precision, None, steps, out)
     if device.type == "cuda":
         for precision in ("fp32", "bf16"):
             for mode in ("default", "reduce-overhead"):
                 time_training(results, args.device, "dcgan", 28, "lsgan", precision, mode, steps, out)
-    packing = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "packed_throughput.py"), "--device", args.device,
-                              "--ks", "1,2" if args.quick else "1,2,4,8,16,32", "--steps", "2" if args.quick else "20"],
-                             capture_output=True, text=True)  # packed runs (issue 23): runs x steps per second against sequential
+    packing = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "packed_throughput.py"),
+            "--device",
+            args.device,
+            "--ks",
+            "1,2" if args.quick else "1,2,4,8,16,32",
+            "--steps",
+            "2" if args.quick else "20",
+        ],
+        capture_output=True,
+        text=True,
+    )  # packed runs (issue 23): runs x steps per second against sequential
     (out / "packed_throughput.txt").write_text(packing.stdout + packing.stderr)
     results.put(kind="packed_throughput", exit_code=packing.returncode, table=packing.stdout.strip().splitlines())
     for dataset, process in runs:
         report_best(results, dataset, process, out)
-    for pack in () if args.quick else ("3", "off"):  # packed first: it also pays for the built-in set's extractor (conservative)
+    for pack in (
+        () if args.quick else ("3", "off")
+    ):  # packed first: it also pays for the built-in set's extractor (conservative)
         time_quickstart(results, args.device, pack, out)
     results.put(kind="done", seconds=round(time.perf_counter() - started, 1))
 

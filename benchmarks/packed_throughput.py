@@ -23,13 +23,30 @@ from medgan.packed import step_seconds
 
 
 def configs(model: str, k: int, device: str, out: str) -> list[TrainConfig]:
-    return [TrainConfig(model=model, loss="lsgan", width=32, channels=1, size=28, seed=seed, device=device, eval_every=0, out=f"{out}/s{seed}")
-            for seed in range(k)]
+    return [
+        TrainConfig(
+            model=model,
+            loss="lsgan",
+            width=32,
+            channels=1,
+            size=28,
+            seed=seed,
+            device=device,
+            eval_every=0,
+            out=f"{out}/s{seed}",
+        )
+        for seed in range(k)
+    ]
 
 
 def random_images(n: int = 1024) -> ImageSet:
     g = torch.Generator().manual_seed(0)
-    return ImageSet(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g), torch.zeros(n, 1, dtype=torch.long), "random", "train")
+    return ImageSet(
+        torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g),
+        torch.zeros(n, 1, dtype=torch.long),
+        "random",
+        "train",
+    )
 
 
 def measure(model: str, k: int, steps: int, device: str) -> tuple[float, float]:
@@ -45,13 +62,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
-    print(f"device {args.device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch 64 per run")
+    name = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    )
+    print(
+        f"device {args.device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch 64 per run"
+    )
     print("model  K   sequential runs*steps/s   packed runs*steps/s   packed / sequential")
     for model in args.models.split(","):
         for k in map(int, args.ks.split(",")):
             seconds_seq, seconds_packed = measure(model, k, args.steps, args.device)
-            print(f"{model:<6} {k:<3} {k / seconds_seq:>24.1f} {k / seconds_packed:>21.1f} {seconds_seq / seconds_packed:>21.2f}", flush=True)
+            print(
+                f"{model:<6} {k:<3} {k / seconds_seq:>24.1f} {k / seconds_packed:>21.1f} {seconds_seq / seconds_packed:>21.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

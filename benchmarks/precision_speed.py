@@ -40,9 +40,22 @@ def cpu_flags() -> str:
 
 def trainer_for(model: str, mode: tuple[str, str], data, out: Path, args) -> Trainer:
     precision, variant = mode
-    settings = recipe(args.preset, args.size) if args.preset else {"model": model, "loss": args.loss, "width": args.width, "size": args.size}
-    cfg = TrainConfig(**{**settings, "dataset": args.dataset, "precision": precision, "device": args.device, "eval_every": 0,
-                         "max_minutes": 0.0, "out": str(out)})
+    settings = (
+        recipe(args.preset, args.size)
+        if args.preset
+        else {"model": model, "loss": args.loss, "width": args.width, "size": args.size}
+    )
+    cfg = TrainConfig(
+        **{
+            **settings,
+            "dataset": args.dataset,
+            "precision": precision,
+            "device": args.device,
+            "eval_every": 0,
+            "max_minutes": 0.0,
+            "out": str(out),
+        }
+    )
     trainer = Trainer(cfg, data=data, progress=False, tensorboard=False)
     if variant == "contiguous":
         trainer.generator.to(memory_format=torch.contiguous_format)
@@ -67,12 +80,16 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="steps per timed block")
     p.add_argument("--blocks", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd G and D (fp32 and bf16)")
-    p.add_argument("--contiguous", action="store_true", help="also time the nets in torch's default layout (fp32 and bf16)")
+    p.add_argument(
+        "--contiguous", action="store_true", help="also time the nets in torch's default layout (fp32 and bf16)"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, "train", args.size, None, args.data_root)
-    print(f"torch {torch.__version__} | {args.device} | threads {torch.get_num_threads()} | {platform.machine()} "
-          f"{cpu_flags()} | {args.dataset} {tuple(data.images.shape[1:])} batch 64 | {args.preset and 'preset ' + args.preset or args.loss}")
+    print(
+        f"torch {torch.__version__} | {args.device} | threads {torch.get_num_threads()} | {platform.machine()} "
+        f"{cpu_flags()} | {args.dataset} {tuple(data.images.shape[1:])} batch 64 | {args.preset and 'preset ' + args.preset or args.loss}"
+    )
     variants = [""] + ["compiled"] * args.compile + ["contiguous"] * args.contiguous
     modes = [(precision, variant) for variant in variants for precision in args.precisions]
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,7 +112,9 @@ def main() -> None:
             base = statistics.median(times[modes[0]])
             for m in modes:
                 t = statistics.median(times[m])
-                print(f"  {model:8s} {m[0]} {m[1]:10s} {t:.4f} s/step  x{base / t:.2f} vs {modes[0][0]}  blocks {[round(x, 4) for x in times[m]]}")
+                print(
+                    f"  {model:8s} {m[0]} {m[1]:10s} {t:.4f} s/step  x{base / t:.2f} vs {modes[0][0]}  blocks {[round(x, 4) for x in times[m]]}"
+                )
 
 
 if __name__ == "__main__":

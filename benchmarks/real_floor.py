@@ -25,14 +25,20 @@ def main() -> None:
     parser.add_argument("--data-root")
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--channels", type=int)
-    parser.add_argument("--n", type=int, default=1000, help="train images playing the generator (a study's eval_samples)")
+    parser.add_argument(
+        "--n", type=int, default=1000, help="train images playing the generator (a study's eval_samples)"
+    )
     args = parser.parse_args()
-    train, test = (load_dataset(args.dataset, split, args.size, args.channels, args.data_root) for split in ("train", "test"))
+    train, test = (
+        load_dataset(args.dataset, split, args.size, args.channels, args.data_root) for split in ("train", "test")
+    )
     start = time.time()
     stand_in = train.uint8(torch.randperm(len(train), generator=torch.Generator().manual_seed(1))[: args.n])
     metrics = evaluate(stand_in, train, test)["metrics"]
-    print(f"{args.dataset} {args.size} px, {train.channels} channel(s): {args.n} train images vs {len(test)} test images "
-          f"({time.time() - start:.0f} s with the extractor)")
+    print(
+        f"{args.dataset} {args.size} px, {train.channels} channel(s): {args.n} train images vs {len(test)} test images "
+        f"({time.time() - start:.0f} s with the extractor)"
+    )
     for name in SHOWN:
         print(f"  {name:<18} floor {metrics[name]['floor']:.4g}")
 

@@ -108,8 +108,15 @@ def seed_style(images: np.ndarray, labels: np.ndarray, loss_name: str):
 # ----- medgan ------------------------------------------------------------------------------------
 def medgan_config(args, loss_name: str, out: str) -> TrainConfig:
     cfg = TrainConfig(
-        dataset=args.dataset, data_root=args.data_root, model="mlp", loss=loss_name, epochs=args.epochs,
-        out=out, device="cpu", seed=SEED, batch_size=BATCH,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        model="mlp",
+        loss=loss_name,
+        epochs=args.epochs,
+        out=out,
+        device="cpu",
+        seed=SEED,
+        batch_size=BATCH,
     )
     if hasattr(cfg, "eval_every"):  # in-training evaluation (sample quality) is not training throughput
         cfg = cfg.replace(eval_every=0)
@@ -125,7 +132,9 @@ def medgan_fit(args, data, loss_name: str, between_epochs=None) -> tuple[list[fl
     inside the hook (used to interleave the other loops) and its time is excluded.
     """
     with tempfile.TemporaryDirectory(prefix="medgan-bench-") as tmp:
-        trainer = Trainer(medgan_config(args, loss_name, str(Path(tmp) / "run")), data=data, progress=False, tensorboard=False)
+        trainer = Trainer(
+            medgan_config(args, loss_name, str(Path(tmp) / "run")), data=data, progress=False, tensorboard=False
+        )
         spans: list[float] = []
         t_start = [0.0]
 
@@ -148,7 +157,9 @@ def medgan_steps(args, data, loss_name: str, adam: str | None = None):
     """Trainer.train_step over the batches _loop would feed it, nothing else; a generator: each
     ``next()`` trains one epoch and yields its wall time."""
     with tempfile.TemporaryDirectory(prefix="medgan-bench-") as tmp:
-        trainer = Trainer(medgan_config(args, loss_name, str(Path(tmp) / "run")), data=data, progress=False, tensorboard=False)
+        trainer = Trainer(
+            medgan_config(args, loss_name, str(Path(tmp) / "run")), data=data, progress=False, tensorboard=False
+        )
     if adam is not None:
         opts = {"fused": dict(fused=True), "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}[adam]
         trainer.opt_g = torch.optim.Adam(trainer.generator.parameters(), lr=LR, betas=BETAS, **opts)
@@ -182,7 +193,9 @@ def run_loss(args, data, images, labels, name: str) -> tuple[list[float], list[f
         step_t.append(next(steps_gen))
 
     others()
-    fit_t, fit_total = medgan_fit(args, data, name, between_epochs=lambda: others() if len(seed_t) < args.epochs else None)
+    fit_t, fit_total = medgan_fit(
+        args, data, name, between_epochs=lambda: others() if len(seed_t) < args.epochs else None
+    )
     return seed_t, fit_t, step_t, fit_total
 
 
@@ -219,7 +232,9 @@ def cpu_model() -> str:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or "unknown"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown")
+    name = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown"
+    )
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
     simd = next((f for f in ("avx512f", "avx2", "avx") if f in flags), "")
     return f"{name}, {simd}" if simd else name
@@ -243,11 +258,20 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default="pneumoniamnist", help="MedMNIST flag or 'builtin' (default pneumoniamnist)")
     p.add_argument("--data-root", default=str(DEFAULT_ROOT), help=f"folder with the .npz (default {DEFAULT_ROOT})")
     p.add_argument("--epochs", type=int, default=3, help="epochs per loop; the first is a warm-up (default 3)")
-    p.add_argument("--losses", nargs="+", default=list(LOSSES), choices=LOSSES, metavar="LOSS", help=f"subset of {' '.join(LOSSES)}")
+    p.add_argument(
+        "--losses",
+        nargs="+",
+        default=list(LOSSES),
+        choices=LOSSES,
+        metavar="LOSS",
+        help=f"subset of {' '.join(LOSSES)}",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: leave torch's choice)")
     p.add_argument("--no-floor", action="store_true", help="skip the profiler-based GEMM floor (lsgan, one epoch)")
     p.add_argument("--profile", action="store_true", help="print the top ops of one medgan steps-only epoch per loss")
-    p.add_argument("--compare-adam", action="store_true", help="also time medgan steps with fused / foreach / for-loop Adam")
+    p.add_argument(
+        "--compare-adam", action="store_true", help="also time medgan steps with fused / foreach / for-loop Adam"
+    )
     args = p.parse_args(argv)
     if args.epochs < 1:
         p.error("--epochs must be at least 1")
@@ -256,10 +280,14 @@ def main(argv=None) -> int:
 
     data, images, labels = load(args)
     n_batches = len(data) // BATCH
-    print(f"medgan {medgan.__version__} | torch {torch.__version__} | python {platform.python_version()} | "
-          f"threads {torch.get_num_threads()} | CPU {cpu_model()} ({os.cpu_count()} logical)")
-    print(f"data: {data.name} train, {len(data)} images {tuple(data.shape)}, batch {BATCH} -> medgan {n_batches} "
-          f"batches/epoch (drops the last partial), seed-style {-(-len(data) // BATCH)} (keeps it)")
+    print(
+        f"medgan {medgan.__version__} | torch {torch.__version__} | python {platform.python_version()} | "
+        f"threads {torch.get_num_threads()} | CPU {cpu_model()} ({os.cpu_count()} logical)"
+    )
+    print(
+        f"data: {data.name} train, {len(data)} images {tuple(data.shape)}, batch {BATCH} -> medgan {n_batches} "
+        f"batches/epoch (drops the last partial), seed-style {-(-len(data) // BATCH)} (keeps it)"
+    )
     how = "median after the first (warm-up)" if args.epochs > 1 else "the only epoch, warm-up included"
     print(f"epochs per loop: {args.epochs} (s/epoch = {how}; loops interleaved epoch by epoch)\n")
 
@@ -268,8 +296,11 @@ def main(argv=None) -> int:
     for name in args.losses:
         seed_t, fit_t, step_t, fit_total = run_loss(args, data, images, labels, name)
         rows.append((name, seed_t, fit_t, step_t))
-        print(f"  {name:8s} seed {['%.3f' % t for t in seed_t]}  fit {['%.3f' % t for t in fit_t]} "
-              f"(fit() {fit_total:.2f} s)  steps {['%.3f' % t for t in step_t]}  load {loadavg()}", flush=True)
+        print(
+            f"  {name:8s} seed {['%.3f' % t for t in seed_t]}  fit {['%.3f' % t for t in fit_t]} "
+            f"(fit() {fit_total:.2f} s)  steps {['%.3f' % t for t in step_t]}  load {loadavg()}",
+            flush=True,
+        )
     cores = os.cpu_count() or 1
     busy = max(float(load_before), float(loadavg())) > cores + 0.5 if "?" not in (load_before, loadavg()) else False
 
@@ -279,17 +310,25 @@ def main(argv=None) -> int:
         s, f, st = steady(seed_t), steady(fit_t), steady(step_t)
         print(f"| {name:7s} | {s:18.3f} | {f:18.3f} | {st:20.3f} | {s / f:8.2f}x | {s / st:10.2f}x |")
     if args.epochs > 2:
-        print("best epoch after warm-up (least disturbed by other load), ratio fit / steps: " + ", ".join(
-            f"{name} {min(s[1:]) / min(f[1:]):.2f}x / {min(s[1:]) / min(st[1:]):.2f}x" for name, s, f, st in rows))
+        print(
+            "best epoch after warm-up (least disturbed by other load), ratio fit / steps: "
+            + ", ".join(
+                f"{name} {min(s[1:]) / min(f[1:]):.2f}x / {min(s[1:]) / min(st[1:]):.2f}x" for name, s, f, st in rows
+            )
+        )
     if busy:
-        print(f"WARNING: 1-min load average reached {max(float(load_before), float(loadavg())):.1f} on {cores} logical CPUs: "
-              "other processes competed for the CPU, so absolute times are inflated and noisy (the loops were "
-              "interleaved epoch by epoch so the ratios are less affected).")
+        print(
+            f"WARNING: 1-min load average reached {max(float(load_before), float(loadavg())):.1f} on {cores} logical CPUs: "
+            "other processes competed for the CPU, so absolute times are inflated and noisy (the loops were "
+            "interleaved epoch by epoch so the ratios are less affected)."
+        )
 
     if not args.no_floor:
         gemm, t, _ = matmul_floor(args, data, "lsgan")
-        print(f"\nGEMM floor (lsgan, torch.profiler self time of aten::addmm/mm over one medgan steps-only epoch): "
-              f"{gemm:.3f} s of {t:.3f} s measured under the profiler")
+        print(
+            f"\nGEMM floor (lsgan, torch.profiler self time of aten::addmm/mm over one medgan steps-only epoch): "
+            f"{gemm:.3f} s of {t:.3f} s measured under the profiler"
+        )
     if args.profile:
         for name in args.losses:
             gemm, t, top = matmul_floor(args, data, name)
@@ -299,7 +338,9 @@ def main(argv=None) -> int:
     if args.compare_adam:
         kinds = ("fused", "foreach", "for-loop")
         n = max(args.epochs, 3)
-        print(f"\nAdam implementation, medgan steps-only s/epoch (median of {n - 1} after a warm-up; epochs interleaved):")
+        print(
+            f"\nAdam implementation, medgan steps-only s/epoch (median of {n - 1} after a warm-up; epochs interleaved):"
+        )
         for name in args.losses:
             gens = {k: medgan_steps(args, data, name, adam=k) for k in kinds}
             times = {k: [] for k in kinds}

@@ -16,8 +16,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
 # Runs in the page: the number of images that failed to decode and of resources fetched over the network,
 # written into the DOM for --dump-dom to read.
 PROBE = """<script>addEventListener('load', () => { const bad = [...document.images].filter(i => !i.complete || i.naturalWidth === 0);
@@ -38,7 +48,12 @@ def check(report: Path, screenshot: Path | None = None) -> list[str]:
         probe_page = Path(tmp) / "report.html"
         probe_page.write_text(page.replace("</body>", PROBE + "</body>"))
         base = [browser, *FLAGS, f"--user-data-dir={tmp}/profile"]
-        dom = subprocess.run([*base, "--virtual-time-budget=5000", "--dump-dom", probe_page.as_uri()], capture_output=True, text=True, timeout=120)
+        dom = subprocess.run(
+            [*base, "--virtual-time-budget=5000", "--dump-dom", probe_page.as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         broken = re.search(r'data-broken-images="(\d+)"', dom.stdout)
         images = re.search(r'data-images="(\d+)"', dom.stdout)
         if not broken or not images:
@@ -51,7 +66,11 @@ def check(report: Path, screenshot: Path | None = None) -> list[str]:
         console = [l for l in dom.stderr.splitlines() if "CONSOLE" in l or "Uncaught" in l]
         problems += [f"console: {l}" for l in console]
         if screenshot:
-            subprocess.run([*base, "--window-size=1280,2400", f"--screenshot={screenshot}", report.resolve().as_uri()], capture_output=True, timeout=120)
+            subprocess.run(
+                [*base, "--window-size=1280,2400", f"--screenshot={screenshot}", report.resolve().as_uri()],
+                capture_output=True,
+                timeout=120,
+            )
         print(f"{report}: {images.group(1) if images else '?'} images, {len(problems)} problem(s)")
     return problems
 

@@ -106,13 +106,21 @@ LAYERS = [
 
 def layer(module: str) -> int:
     """The layer of a module: the one whose longest listed prefix it has."""
-    matches = [(len(prefix), i) for i, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes
-               if module == prefix or module.startswith(prefix + ".")]
+    matches = [
+        (len(prefix), i)
+        for i, (_, prefixes) in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
     assert matches, f"{module} is in no layer of LAYERS: add it (and to ARCHITECTURE.md)"
     return max(matches)[1]
 
 
 def test_imports_go_one_way_along_the_pipeline():
-    upward = [f"{m} ({LAYERS[layer(m)][0]}) imports {t} ({LAYERS[layer(t)][0]})"
-              for m, targets in import_graph().items() for t in targets if layer(t) > layer(m)]
+    upward = [
+        f"{m} ({LAYERS[layer(m)][0]}) imports {t} ({LAYERS[layer(t)][0]})"
+        for m, targets in import_graph().items()
+        for t in targets
+        if layer(t) > layer(m)
+    ]
     assert not upward, "imports against the pipeline: " + "; ".join(sorted(upward))

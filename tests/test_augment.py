@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from medgan.augment import AdaptiveAugment, AugmentedDiscriminator, TRANSFORMS, diff_augment, parse_policy
+from medgan.augment import TRANSFORMS, AdaptiveAugment, AugmentedDiscriminator, diff_augment, parse_policy
 
 
 def images(n=6, c=1, size=28, seed=0):

@@ -9,7 +9,18 @@ import pytest
 
 from medgan.cli import main
 
-FAST = ["--dataset", "builtin", "--epochs", "1", "--batch-size", "256", "--eval-every", "0", "--no-progress", "--no-tensorboard"]
+FAST = [
+    "--dataset",
+    "builtin",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "256",
+    "--eval-every",
+    "0",
+    "--no-progress",
+    "--no-tensorboard",
+]
 
 
 def test_train_then_sample_npz_and_png(tmp_path, capsys):
@@ -22,7 +33,11 @@ def test_train_then_sample_npz_and_png(tmp_path, capsys):
         assert z["train_images"].shape == (10, 28, 28, 3) and z["train_images"].dtype == np.uint8
         assert z["train_labels"].shape == (10, 1)
     assert main(["sample", str(out), "-n", "3", "--out", str(tmp_path / "png")]) == 0
-    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["sample_00000.png", "sample_00001.png", "sample_00002.png"]
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
+        "sample_00000.png",
+        "sample_00001.png",
+        "sample_00002.png",
+    ]
 
 
 def test_sample_is_deterministic(tmp_path):
@@ -83,8 +98,27 @@ def test_data_commands(capsys):
 
 def test_sigterm_writes_checkpoint_and_resume_finishes(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "medgan", "train", "--dataset", "builtin", "--model", "dcgan", "--width", "16",
-           "--epochs", "3", "--eval-every", "0", "--no-progress", "--log-every", "1", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medgan",
+        "train",
+        "--dataset",
+        "builtin",
+        "--model",
+        "dcgan",
+        "--width",
+        "16",
+        "--epochs",
+        "3",
+        "--eval-every",
+        "0",
+        "--no-progress",
+        "--log-every",
+        "1",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").exists() and time.time() < deadline:
@@ -95,7 +129,9 @@ def test_sigterm_writes_checkpoint_and_resume_finishes(tmp_path):
     assert "--resume" in err
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
     assert (out / "checkpoints" / "last.pt").exists()
-    done = subprocess.run([*cmd[:-2], "--epochs", "1", "--out", str(out), "--resume"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*cmd[:-2], "--epochs", "1", "--out", str(out), "--resume"], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "finished" and info["epochs_done"] == 1 and len(info["segments"]) == 2
@@ -105,12 +141,17 @@ def test_best_preset_is_a_starting_point_that_flags_override(tmp_path):
     from medgan.config import load_toml
 
     out = tmp_path / "best"
-    assert main(["train", "--preset", "small-data", *FAST, "--width", "8", "--no-spectral-norm", "--out", str(out)]) == 0
+    assert (
+        main(["train", "--preset", "small-data", *FAST, "--width", "8", "--no-spectral-norm", "--out", str(out)]) == 0
+    )
     cfg = load_toml(out / "config.toml")
     assert (cfg.model, cfg.loss, cfg.width, cfg.spectral_norm, cfg.epochs) == ("dcgan", "hinge", 8, False, 1)
     assert cfg.ema > 0 and cfg.augment
     assert main(["train", "--preset", "best", *FAST, "--out", str(tmp_path / "plain")]) == 0
-    assert (load_toml(tmp_path / "plain" / "config.toml").model, load_toml(tmp_path / "plain" / "config.toml").loss) == ("dcgan", "lsgan")
+    assert (
+        load_toml(tmp_path / "plain" / "config.toml").model,
+        load_toml(tmp_path / "plain" / "config.toml").loss,
+    ) == ("dcgan", "lsgan")
     assert main(["train", "--preset", "fastest", *FAST, "--out", str(tmp_path / "x")]) == 2
 
 
@@ -123,7 +164,10 @@ def test_train_seeds_packs_them_into_one_folder_each(tmp_path, capsys):
         info = json.loads((out / f"s{seed}" / "run.json").read_text())
         assert info["status"] == "finished" and info["epochs_done"] == 1
         assert f"seed = {seed}" in (out / f"s{seed}" / "config.toml").read_text()
-    assert main(["train", *FAST[:-4], "--epochs", "2", "--no-progress", "--out", str(out), "--seeds", "0,1", "--resume"]) == 0
+    assert (
+        main(["train", *FAST[:-4], "--epochs", "2", "--no-progress", "--out", str(out), "--seeds", "0,1", "--resume"])
+        == 0
+    )
     assert all(json.loads((out / f"s{seed}" / "run.json").read_text())["epochs_done"] == 2 for seed in (0, 1))
     assert main(["train", *FAST, "--seeds", "0,x"]) == 2
     assert "--seeds takes" in capsys.readouterr().err

@@ -4,13 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_medmnist
 from medgan import MedganError
 from medgan.cli import main
 from medgan.data import ImageSet, load_dataset
 from medgan.evaluation.tstr import tstr
 from medgan.sample import generate, generate_for_run, sample_labels
-
-from conftest import write_medmnist
 from test_train import run
 
 
@@ -25,8 +24,15 @@ def labelled_squares(n=192, size=28, seed=0):
     return ImageSet(images, labels.view(-1, 1), "squares", "train")
 
 
-@pytest.mark.parametrize("loss,model,options", [("hinge", "dcgan", {}), ("wgan-gp", "dcgan", {"precision": "bf16"}),
-                                                ("hinge", "resnet", {"spectral_norm": True}), ("lsgan", "mlp", {"augment": "cutout"})])
+@pytest.mark.parametrize(
+    "loss,model,options",
+    [
+        ("hinge", "dcgan", {}),
+        ("wgan-gp", "dcgan", {"precision": "bf16"}),
+        ("hinge", "resnet", {"spectral_norm": True}),
+        ("lsgan", "mlp", {"augment": "cutout"}),
+    ],
+)
 def test_conditional_training_runs_and_grid_has_a_row_per_class(tmp_path, loss, model, options):
     trainer = run(tmp_path, data=labelled_squares(), conditional=True, loss=loss, model=model, epochs=1, **options)
     assert (trainer.cfg.n_classes, trainer.cfg.multi_label) == (2, False)
@@ -48,7 +54,6 @@ def test_multi_label_conditional(tmp_path):
     assert len(trainer.fixed_labels) == 4 * 8 and trainer.fixed_labels[-1].sum() == 0  # 3 findings + "none"
 
 
-
 def quadrant_class(images: torch.Tensor) -> torch.Tensor:
     """0 when an image is brighter top-left than bottom-right, else 1: the rule labelled_squares follows."""
     x = images.float()[:, 0]
@@ -67,7 +72,13 @@ def test_conditional_generator_draws_the_requested_class(tmp_path):
 
 
 def test_sample_labels_modes():
-    multi = ImageSet(torch.zeros(6, 1, 4, 4, dtype=torch.uint8), torch.tensor([[1, 0, 0], [0, 1, 1]] * 3), "m", "train", multi_label=True)
+    multi = ImageSet(
+        torch.zeros(6, 1, 4, 4, dtype=torch.uint8),
+        torch.tensor([[1, 0, 0], [0, 1, 1]] * 3),
+        "m",
+        "train",
+        multi_label=True,
+    )
     assert sample_labels("balanced", 4, multi).tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]]
     rows = sample_labels("as-train", 50, multi, seed=3)
     assert {tuple(r) for r in rows.tolist()} == {(1, 0, 0), (0, 1, 1)}
@@ -80,10 +91,37 @@ def test_sample_labels_modes():
 def test_exported_npz_round_trips_through_the_loader(tmp_path):
     root = write_medmnist(tmp_path / "real", name="pathmnist", channels=3, n=(72, 18, 27))
     run_dir = tmp_path / "run"
-    assert main(["train", "--dataset", "pathmnist", "--data-root", str(root), "--conditional", "--model", "dcgan", "--width", "8",
-                 "--epochs", "1", "--batch-size", "24", "--eval-every", "0", "--no-progress", "--no-tensorboard", "--out", str(run_dir)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "pathmnist",
+                "--data-root",
+                str(root),
+                "--conditional",
+                "--model",
+                "dcgan",
+                "--width",
+                "8",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "24",
+                "--eval-every",
+                "0",
+                "--no-progress",
+                "--no-tensorboard",
+                "--out",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "synthetic" / "pathmnist.npz"
-    assert main(["sample", str(run_dir), "-n", "45", "--labels", "balanced", "--with-real-splits", "--out", str(out)]) == 0
+    assert (
+        main(["sample", str(run_dir), "-n", "45", "--labels", "balanced", "--with-real-splits", "--out", str(out)]) == 0
+    )
     with np.load(out, allow_pickle=False) as z:
         assert z["train_images"].shape == (45, 28, 28, 3) and z["train_labels"].shape == (45, 1)
         assert z["train_labels"][:, 0].tolist() == [i % 9 for i in range(45)]
@@ -91,10 +129,33 @@ def test_exported_npz_round_trips_through_the_loader(tmp_path):
     images, labels, _ = generate_for_run(run_dir, 45, labels="balanced")
     assert torch.equal(synthetic.images, images) and torch.equal(synthetic.labels, labels.long())
     for split in ("val", "test"):  # the real splits, copied unchanged
-        real, copied = load_dataset("pathmnist", split, 28, None, root), load_dataset("pathmnist", split, 28, None, out.parent)
+        real, copied = (
+            load_dataset("pathmnist", split, 28, None, root),
+            load_dataset("pathmnist", split, 28, None, out.parent),
+        )
         assert torch.equal(real.images, copied.images) and torch.equal(real.labels, copied.labels)
-    assert main(["train", "--dataset", "pathmnist", "--data-root", str(out.parent), "--epochs", "1", "--batch-size", "16",
-                 "--eval-every", "0", "--no-progress", "--no-tensorboard", "--out", str(tmp_path / "on-synthetic")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "pathmnist",
+                "--data-root",
+                str(out.parent),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--eval-every",
+                "0",
+                "--no-progress",
+                "--no-tensorboard",
+                "--out",
+                str(tmp_path / "on-synthetic"),
+            ]
+        )
+        == 0
+    )
 
 
 def test_tstr_and_trtr_end_to_end_trtr_beats_chance():
@@ -116,7 +177,9 @@ def test_conditional_study_reports_tstr(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")
     root = write_medmnist(tmp_path / "data", n=(96, 16, 48))
     train = {"data_root": str(root), "epochs": 1, "batch_size": 32, "eval_samples": 64, "conditional": True, "width": 8}
-    study = Study(dataset="pneumoniamnist", models=["dcgan"], losses=["hinge"], seeds=1, train=train, out=str(tmp_path / "study"))
+    study = Study(
+        dataset="pneumoniamnist", models=["dcgan"], losses=["hinge"], seeds=1, train=train, out=str(tmp_path / "study")
+    )
     results = compare(study)
     run_metrics = results["runs"][0]["metrics"]
     assert {"tstr_auc", "tstr_auc_floor", "tstr_acc", "tstr_acc_floor"} <= set(run_metrics)
@@ -126,12 +189,35 @@ def test_conditional_study_reports_tstr(tmp_path, monkeypatch):
 def test_chestmnist_multi_label_export(tmp_path):
     root = write_medmnist(tmp_path / "real", name="chestmnist", n=(64, 8, 16))
     run_dir = tmp_path / "run"
-    assert main(["train", "--dataset", "chestmnist", "--data-root", str(root), "--conditional", "--epochs", "1",
-                 "--batch-size", "32", "--eval-every", "0", "--no-progress", "--no-tensorboard", "--out", str(run_dir)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "chestmnist",
+                "--data-root",
+                str(root),
+                "--conditional",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--eval-every",
+                "0",
+                "--no-progress",
+                "--no-tensorboard",
+                "--out",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "synthetic" / "chestmnist.npz"
     for labels in ("balanced", "as-train"):
         assert main(["sample", str(run_dir), "-n", "30", "--labels", labels, "--out", str(out)]) == 0
         with np.load(out, allow_pickle=False) as z:
             assert z["train_labels"].shape == (30, 14) and set(np.unique(z["train_labels"])) <= {0, 1}
             if labels == "balanced":  # one finding per image, in turn
-                assert (z["train_labels"].sum(1) == 1).all() and z["train_labels"][:, :14].argmax(1).tolist()[:14] == list(range(14))
+                assert (z["train_labels"].sum(1) == 1).all() and z["train_labels"][:, :14].argmax(1).tolist()[
+                    :14
+                ] == list(range(14))

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA, needs_shared_data, write_medmnist
 from medmnist import INFO
 
+from conftest import SHARED_DATA, needs_shared_data, write_medmnist
 from medgan import MedganError, MedganWarning
 from medgan.data import builtin, dataset_names, load_dataset, medmnist, to_uint8
 from medgan.data import folder as folder_mod
@@ -133,7 +133,14 @@ def test_channels_1_to_3(medmnist_root):
 
 def test_channels_3_native_and_3_to_1_luma(tmp_path):
     images = np.random.default_rng(1).integers(0, 256, (8, 28, 28, 3), dtype=np.uint8)
-    known = {(0, 0): (255, 0, 0), (0, 1): (0, 255, 0), (0, 2): (0, 0, 255), (0, 3): (255, 255, 255), (0, 4): (10, 20, 30), (0, 5): (0, 0, 0)}
+    known = {
+        (0, 0): (255, 0, 0),
+        (0, 1): (0, 255, 0),
+        (0, 2): (0, 0, 255),
+        (0, 3): (255, 255, 255),
+        (0, 4): (10, 20, 30),
+        (0, 5): (0, 0, 0),
+    }
     for (y, x), rgb in known.items():
         images[0, y, x] = rgb
     root = write_medmnist(tmp_path, name="bloodmnist", channels=3, n=(8, 2, 2), train_images=images)
@@ -176,7 +183,11 @@ def test_resaved_file_with_all_counts_differing(medmnist_root):
     with pytest.warns(MedganWarning) as record:
         load_dataset("pneumoniamnist", "test", root=medmnist_root)
     message = str(record[0].message)
-    for part in ("train: 64 images (canonical 4708)", "val: 16 images (canonical 524)", "test: 16 images (canonical 624)"):
+    for part in (
+        "train: 64 images (canonical 4708)",
+        "val: 16 images (canonical 524)",
+        "test: 16 images (canonical 624)",
+    ):
         assert part in message
 
 
@@ -445,7 +456,9 @@ def test_large_rgb_file_loaded_as_grey_converts_on_the_fly(tmp_path, cache_dir, 
 
     rgb = load_quiet("bloodmnist", "val", size=128, root=root)
     assert rgb.shape == (3, 128, 128)
-    np.testing.assert_array_equal(rgb.uint8().permute(0, 2, 3, 1).numpy(), np.load(root / "bloodmnist_128.npz")["val_images"])
+    np.testing.assert_array_equal(
+        rgb.uint8().permute(0, 2, 3, 1).numpy(), np.load(root / "bloodmnist_128.npz")["val_images"]
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -467,7 +480,9 @@ def kaggle_folder(tmp_path):
         _png(root / "train" / "PNEUMONIA" / f"p{i}.png", (50, 50), (200, 10 + i, 10), "RGB")
     for i in range(2):
         _png(root / "test" / "NORMAL" / f"t{i}.png", (50, 50), 90 + i, "L")
-    (root / "train" / "PNEUMONIA" / "bad.png").write_bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes())
+    (root / "train" / "PNEUMONIA" / "bad.png").write_bytes(
+        np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes()
+    )
     (root / "train" / "NORMAL" / "notes.txt").write_text("not an image")
     return root
 
@@ -636,7 +651,9 @@ def test_builtin_train_and_test_look_alike(builtin_sets):
     train = builtin_sets["train"]
     for held_out in (builtin_sets["val"], builtin_sets["test"]):  # bands: label fraction 0.54 vs 0.19, colour off by 43
         assert abs(train.labels.float().mean() - held_out.labels.float().mean()) < 0.05
-        assert (train.images.float().mean((0, 2, 3)) - held_out.images.float().mean((0, 2, 3))).abs().max() < 3  # of 255
+        assert (
+            train.images.float().mean((0, 2, 3)) - held_out.images.float().mean((0, 2, 3))
+        ).abs().max() < 3  # of 255
 
 
 def test_builtin_is_deterministic(builtin_sets):

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from conftest import needs_shared_data, SHARED_DATA, write_medmnist
+from conftest import SHARED_DATA, needs_shared_data, write_medmnist
 from medgan import MedganError, MedganWarning
 from medgan.cli import main
 from medgan.data import load_dataset
@@ -64,8 +64,19 @@ def test_evaluate_generated_against_floor(blobs):
     real = evaluate(good, train, test, **kwargs)
     fake = evaluate(noise, train, test, **kwargs)
     m, f = real["metrics"], fake["metrics"]
-    assert {"fd_domain", "kid_domain", "precision_domain", "recall_domain", "density_domain", "coverage_domain",
-            "is_domain", "ssim_best", "diversity_ssim", "near_copies", "c2st"} <= set(m)
+    assert {
+        "fd_domain",
+        "kid_domain",
+        "precision_domain",
+        "recall_domain",
+        "density_domain",
+        "coverage_domain",
+        "is_domain",
+        "ssim_best",
+        "diversity_ssim",
+        "near_copies",
+        "c2st",
+    } <= set(m)
     assert all({"value", "floor"} <= set(v) for v in m.values())
     assert f["fd_domain"]["value"] > 10 * max(m["fd_domain"]["value"], m["fd_domain"]["floor"])
     assert f["precision_domain"]["value"] < 0.1 < 0.8 < m["precision_domain"]["value"]
@@ -116,8 +127,32 @@ def test_evaluate_cli_on_npz_and_on_a_run(tmp_path, capsys, monkeypatch):
     root = write_medmnist(tmp_path / "data", n=(256, 32, 64))
     run = tmp_path / "run"
     # 4 epochs, evaluation every 5, but a budget over within the first epoch: it ends, evaluated, after epoch 1
-    assert main(["train", "--dataset", "pneumoniamnist", "--data-root", str(root), "--epochs", "4", "--max-minutes", "1e-6", "--batch-size", "64",
-                 "--eval-every", "5", "--eval-samples", "128", "--no-progress", "--no-tensorboard", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "pneumoniamnist",
+                "--data-root",
+                str(root),
+                "--epochs",
+                "4",
+                "--max-minutes",
+                "1e-6",
+                "--batch-size",
+                "64",
+                "--eval-every",
+                "5",
+                "--eval-samples",
+                "128",
+                "--no-progress",
+                "--no-tensorboard",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
     assert len(evals) == 1 and evals[0]["epoch"] == 1 and "fd_domain" in evals[0] and "fd_domain_floor" in evals[0]
     assert main(["evaluate", str(run), "-n", "200", "--extractor", "domain"]) == 0
@@ -189,10 +224,43 @@ def test_keep_best_selects_on_the_validation_split_and_sampling_uses_it(tmp_path
     import medgan.data
 
     real_load = medgan.data.load_dataset
-    monkeypatch.setattr(medgan.data, "load_dataset", lambda name, split, *a, **k: loaded_splits.append(split) or real_load(name, split, *a, **k))
-    assert main(["train", "--dataset", "pneumoniamnist", "--data-root", str(root), "--epochs", "3", "--batch-size", "64", "--eval-every", "1", "--eval-share", "1",
-                 "--eval-samples", "128", "--keep-best", "c2st", "--no-progress", "--no-tensorboard", "--out", str(run)]) == 0
-    assert loaded_splits == ["val", "test"]  # the test split is loaded only for the final evaluation of the best checkpoint
+    monkeypatch.setattr(
+        medgan.data,
+        "load_dataset",
+        lambda name, split, *a, **k: loaded_splits.append(split) or real_load(name, split, *a, **k),
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "pneumoniamnist",
+                "--data-root",
+                str(root),
+                "--epochs",
+                "3",
+                "--batch-size",
+                "64",
+                "--eval-every",
+                "1",
+                "--eval-share",
+                "1",
+                "--eval-samples",
+                "128",
+                "--keep-best",
+                "c2st",
+                "--no-progress",
+                "--no-tensorboard",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    assert loaded_splits == [
+        "val",
+        "test",
+    ]  # the test split is loaded only for the final evaluation of the best checkpoint
     records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     selects, evals = [r for r in records if r.get("kind") == "select"], [r for r in records if r.get("kind") == "eval"]
     assert [r["epoch"] for r in selects] == [1, 2, 3] and len(evals) == 1
@@ -209,9 +277,27 @@ def test_keep_best_selects_on_the_validation_split_and_sampling_uses_it(tmp_path
 def test_keep_best_needs_evaluations_and_a_known_metric(tmp_path, capsys):
     from medgan.rundir import load_run
 
-    for flags, message in ((["--keep-best", "fid"], "keep_best must be one of"), (["--keep-best", "c2st", "--eval-every", "0"], "set eval_every >= 1")):
+    for flags, message in (
+        (["--keep-best", "fid"], "keep_best must be one of"),
+        (["--keep-best", "c2st", "--eval-every", "0"], "set eval_every >= 1"),
+    ):
         assert main(["train", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "x"), *flags]) == 2
         assert message in capsys.readouterr().err
-    assert main(["train", "--epochs", "1", "--eval-every", "0", "--no-progress", "--no-tensorboard", "--out", str(tmp_path / "plain")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--epochs",
+                "1",
+                "--eval-every",
+                "0",
+                "--no-progress",
+                "--no-tensorboard",
+                "--out",
+                str(tmp_path / "plain"),
+            ]
+        )
+        == 0
+    )
     with pytest.raises(MedganError, match="no checkpoints/best.pt"):
         load_run(tmp_path / "plain", checkpoint="best")

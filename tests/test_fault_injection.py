@@ -26,24 +26,45 @@ from conftest import write_medmnist
 from medgan.cli import main
 
 SEED = int(os.environ.get("MEDGAN_FAULT_SEED") or time.time_ns() % 100_000)
-TINY = ["--dataset", "pneumoniamnist", "--model", "mlp", "--batch-size", "16", "--eval-samples", "64", "--no-progress",
-        "--checkpoint-every-s", "0"]
+TINY = [
+    "--dataset",
+    "pneumoniamnist",
+    "--model",
+    "mlp",
+    "--batch-size",
+    "16",
+    "--eval-samples",
+    "64",
+    "--no-progress",
+    "--checkpoint-every-s",
+    "0",
+]
 
 
 @pytest.fixture
 def place(tmp_path, monkeypatch):
     """tmp_path/data (tiny MedMNIST files), tmp_path/cache (MEDGAN_CACHE); the environment of every command."""
     root = write_medmnist(tmp_path / "data", n=(96, 16, 48))
-    env = {**os.environ, "MEDGAN_CACHE": str(tmp_path / "cache"), "MEDGAN_DOMAIN_STEPS": "20", "MEDGAN_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = {
+        **os.environ,
+        "MEDGAN_CACHE": str(tmp_path / "cache"),
+        "MEDGAN_DOMAIN_STEPS": "20",
+        "MEDGAN_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONWARNINGS": "ignore",
+    }
     for key in ("MEDGAN_CACHE", "MEDGAN_DOMAIN_STEPS", "MEDGAN_OFFLINE"):
         monkeypatch.setenv(key, env[key])
     return tmp_path, root, env
 
 
-def medgan(args: list[str], env: dict, kill_after: float | None = None, started: Path | None = None) -> subprocess.CompletedProcess | None:
+def medgan(
+    args: list[str], env: dict, kill_after: float | None = None, started: Path | None = None
+) -> subprocess.CompletedProcess | None:
     """``medgan ARGS`` in a subprocess; with ``kill_after``: SIGKILL it that many seconds after ``started`` exists."""
-    process = subprocess.Popen([sys.executable, "-m", "medgan", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medgan", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     if kill_after is None:
         out, err = process.communicate(timeout=600)
         return subprocess.CompletedProcess(args, process.returncode, out, err)
@@ -68,35 +89,65 @@ def only_given_folders(tmp_path: Path, *given: str) -> None:
 def test_kill_9_during_train_then_resume_equals_an_uninterrupted_run(place):
     tmp_path, root, env = place
     args = [*TINY, "--data-root", str(root), "train", "--epochs", "6", "--seed", "1"]
-    args = args[args.index("train"):] + args[: args.index("train")]
+    args = args[args.index("train") :] + args[: args.index("train")]
     clean(medgan([*args, "--out", str(tmp_path / "whole")], env))
     moment = random.Random(SEED).uniform(0.0, 3.0)
-    medgan([*args, "--out", str(tmp_path / "killed")], env, kill_after=moment, started=tmp_path / "killed" / "config.toml")
+    medgan(
+        [*args, "--out", str(tmp_path / "killed")], env, kill_after=moment, started=tmp_path / "killed" / "config.toml"
+    )
     resume = ["--resume"] if (tmp_path / "killed" / "checkpoints" / "last.pt").exists() else []
     clean(medgan([*args, "--out", str(tmp_path / "killed"), *resume], env))
-    whole, killed = (torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True) for name in ("whole", "killed"))
+    whole, killed = (
+        torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True) for name in ("whole", "killed")
+    )
     for net in ("generator", "discriminator"):
         for key, value in whole[net].items():
-            assert torch.equal(value, killed[net][key]), f"{net}.{key} differs (MEDGAN_FAULT_SEED={SEED}, killed at {moment:.2f} s)"
+            assert torch.equal(value, killed[net][key]), (
+                f"{net}.{key} differs (MEDGAN_FAULT_SEED={SEED}, killed at {moment:.2f} s)"
+            )
     only_given_folders(tmp_path, "whole", "killed")
 
 
 def test_kill_9_during_compare_then_rerun_loses_nothing_finished(place):
     tmp_path, root, env = place
-    study = ["compare", "--dataset", "pneumoniamnist", "--data-root", str(root), "--models", "mlp", "--losses", "lsgan,hinge",
-             "--seeds", "2", "--epochs", "2", "--batch-size", "16", "--eval-samples", "64"]
+    study = [
+        "compare",
+        "--dataset",
+        "pneumoniamnist",
+        "--data-root",
+        str(root),
+        "--models",
+        "mlp",
+        "--losses",
+        "lsgan,hinge",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--eval-samples",
+        "64",
+    ]
     clean(medgan([*study, "--out", str(tmp_path / "whole")], env))
     moment = random.Random(SEED + 1).uniform(0.0, 12.0)
-    medgan([*study, "--out", str(tmp_path / "killed")], env, kill_after=moment, started=tmp_path / "killed" / "study.json")
-    finished = {p.parents[1].name: p.read_bytes() for p in (tmp_path / "killed" / "runs").glob("*/checkpoints/last.pt")
-                if '"status": "finished"' in (p.parents[1] / "run.json").read_text()}
+    medgan(
+        [*study, "--out", str(tmp_path / "killed")], env, kill_after=moment, started=tmp_path / "killed" / "study.json"
+    )
+    finished = {
+        p.parents[1].name: p.read_bytes()
+        for p in (tmp_path / "killed" / "runs").glob("*/checkpoints/last.pt")
+        if '"status": "finished"' in (p.parents[1] / "run.json").read_text()
+    }
     clean(medgan([*study, "--out", str(tmp_path / "killed")], env))
     for name, before in finished.items():  # finished before the kill: kept as they were, not trained again
         assert (tmp_path / "killed" / "runs" / name / "checkpoints" / "last.pt").read_bytes() == before
     whole, killed = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("whole", "killed"))
     assert [r["status"] for r in killed["runs"]] == ["finished"] * 4
     for a, b in zip(whole["runs"], killed["runs"]):
-        assert a["name"] == b["name"] and a["metrics"] == b["metrics"], f"{a['name']} (MEDGAN_FAULT_SEED={SEED}, killed at {moment:.2f} s)"
+        assert a["name"] == b["name"] and a["metrics"] == b["metrics"], (
+            f"{a['name']} (MEDGAN_FAULT_SEED={SEED}, killed at {moment:.2f} s)"
+        )
     only_given_folders(tmp_path, "whole", "killed")
 
 
@@ -114,15 +165,43 @@ def flip(path: Path) -> None:
 @pytest.fixture
 def finished_study(place):
     tmp_path, root, env = place
-    study = ["compare", "--dataset", "pneumoniamnist", "--data-root", str(root), "--models", "mlp", "--losses", "lsgan",
-             "--seeds", "1", "--epochs", "1", "--batch-size", "16", "--eval-samples", "64", "--out", str(tmp_path / "study")]
+    study = [
+        "compare",
+        "--dataset",
+        "pneumoniamnist",
+        "--data-root",
+        str(root),
+        "--models",
+        "mlp",
+        "--losses",
+        "lsgan",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--eval-samples",
+        "64",
+        "--out",
+        str(tmp_path / "study"),
+    ]
     assert main(study) == 0
     return tmp_path, study
 
 
 @pytest.mark.parametrize("damage", [truncate, flip])
-@pytest.mark.parametrize("name", ["runs/mlp-lsgan-s0/config.toml", "runs/mlp-lsgan-s0/run.json", "runs/mlp-lsgan-s0/metrics.jsonl",
-                                  "runs/mlp-lsgan-s0/checkpoints/last.pt", "study.json", "results.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "runs/mlp-lsgan-s0/config.toml",
+        "runs/mlp-lsgan-s0/run.json",
+        "runs/mlp-lsgan-s0/metrics.jsonl",
+        "runs/mlp-lsgan-s0/checkpoints/last.pt",
+        "study.json",
+        "results.json",
+    ],
+)
 def test_a_damaged_file_gives_one_line_or_is_recovered(finished_study, capsys, damage, name):
     tmp_path, study = finished_study
     path = tmp_path / "study" / name

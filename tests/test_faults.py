@@ -114,9 +114,16 @@ def test_a_second_command_on_a_held_folder_says_what_holds_it(run, tmp_path, cap
 
 
 def test_a_killed_holder_releases_its_folder(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from medgan.files import FolderLock\n"
-                               f"with FolderLock({str(tmp_path)!r}, 'test'):\n    print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from medgan.files import FolderLock\n"
+            f"with FolderLock({str(tmp_path)!r}, 'test'):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(MedganError, match="in use by test"):
         files.FolderLock(tmp_path, "second").__enter__()

@@ -25,8 +25,9 @@ def randn(*shape, seed=0):
 
 
 def random_images(n, channels=1, size=28, seed=0):
-    return torch.randint(0, 256, (n, channels, size, size), generator=torch.Generator().manual_seed(seed),
-                         dtype=torch.uint8)
+    return torch.randint(
+        0, 256, (n, channels, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8
+    )
 
 
 def smooth_images(n, channels=1, size=28, seed=0):
@@ -37,6 +38,7 @@ def smooth_images(n, channels=1, size=28, seed=0):
 
 
 # ---- feature-space metrics ----
+
 
 def test_frechet_distance_matches_scipy_sqrtm():
     a = randn(2000, 64, seed=1) @ randn(64, 64, seed=2) / 8 + 0.3
@@ -123,15 +125,19 @@ def test_prdc_identical_and_far_apart_sets():
 
 # ---- pixel-space metrics ----
 
+
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("make", [random_images, smooth_images])
 def test_ssim_matches_skimage(channels, make):
     a, b = make(4, channels, seed=14), make(4, channels, seed=15)
     b[0] = a[0]
     expected = [
-        structural_similarity(x.numpy().squeeze(0) if channels == 1 else x.permute(1, 2, 0).numpy(),
-                              y.numpy().squeeze(0) if channels == 1 else y.permute(1, 2, 0).numpy(),
-                              data_range=255, channel_axis=None if channels == 1 else 2)
+        structural_similarity(
+            x.numpy().squeeze(0) if channels == 1 else x.permute(1, 2, 0).numpy(),
+            y.numpy().squeeze(0) if channels == 1 else y.permute(1, 2, 0).numpy(),
+            data_range=255,
+            channel_axis=None if channels == 1 else 2,
+        )
         for x, y in zip(a, b)
     ]
     assert ssim(a, b).tolist() == pytest.approx(expected, abs=1e-4)

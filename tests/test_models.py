@@ -47,7 +47,8 @@ def test_seed_002_nets():
 
 
 def test_presets_are_valid_studies():
-    from medgan.study.compare import STUDY_PRESETS as PRESETS, study_from_args
+    from medgan.study.compare import STUDY_PRESETS as PRESETS
+    from medgan.study.compare import study_from_args
 
     for name in PRESETS:
         runs = study_from_args(name).runs()
@@ -79,7 +80,11 @@ def test_spectral_norm_keeps_top_singular_value_near_one(model):
         sigma = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2).item()
         assert sigma == pytest.approx(1.0, abs=0.05)
     _, plain = build_models(model, (1, 28, 28), width=16)
-    sigmas = [torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item() for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    sigmas = [
+        torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item()
+        for m in plain.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     assert max(abs(s - 1) for s in sigmas) > 0.1, "without spectral norm the singular values are not 1"
 
 
@@ -97,7 +102,9 @@ def test_best_preset_is_chosen_per_size():
 
     # from 64 px: small-data with its augmentation as often as ADA says (RESULTS "64 px", 2026-12-06)
     assert recipe_only(recipe("best", 64)) == {**recipe_only(recipe("small-data", 64)), "augment_target": 0.6}
-    assert recipe("best", 64)["width"] == 32 and recipe("best", 100)["size"] == 100 and recipe("best", 224)["width"] == 16
+    assert (
+        recipe("best", 64)["width"] == 32 and recipe("best", 100)["size"] == 100 and recipe("best", 224)["width"] == 16
+    )
     from medgan.config import from_dict
 
     for name in ("best", "small-data"):

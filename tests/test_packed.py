@@ -12,11 +12,18 @@ from medgan.files import load_torch
 from medgan.packed import Pack, pack_key, stacked_module
 from medgan.sample import generate, generate_for_run
 from medgan.train import Trainer
-
 from test_study import nan_loss, tiny_study  # noqa: F401 (fixtures)
 from test_train import tiny_data
 
-BASE = {"epochs": 2, "batch_size": 32, "log_every": 1, "width": 8, "eval_every": 0, "checkpoint_every_s": 0, "grid_every_s": 0}
+BASE = {
+    "epochs": 2,
+    "batch_size": 32,
+    "log_every": 1,
+    "width": 8,
+    "eval_every": 0,
+    "checkpoint_every_s": 0,
+    "grid_every_s": 0,
+}
 ATOL = 2e-5  # a vmapped convolution adds in another order than a plain one
 
 
@@ -31,12 +38,19 @@ def assert_close(x, y, name=""):
     """Equal up to rounding. Adam turns a rounding-level gradient into a step of ~lr (2e-4) (a sign flip, or a bias
     before batch norm, whose true gradient is 0), so: every weight within a few steps of lr, 99% within ATOL."""
     diff = (x.float() - y.float()).abs()
-    assert diff.max() <= 2e-3 and (diff > ATOL).float().mean() <= 0.01, (name, diff.max().item(), (diff > ATOL).sum().item())
+    assert diff.max() <= 2e-3 and (diff > ATOL).float().mean() <= 0.01, (
+        name,
+        diff.max().item(),
+        (diff > ATOL).sum().item(),
+    )
 
 
 def configs(tmp_path, seeds=(0, 1, 2), losses=None, folder="pack", **settings):
     losses = losses or ["lsgan"] * len(seeds)
-    return [TrainConfig(**{**BASE, **settings, "seed": s, "loss": l, "out": str(tmp_path / folder / f"s{s}-{l}")}) for s, l in zip(seeds, losses)]
+    return [
+        TrainConfig(**{**BASE, **settings, "seed": s, "loss": l, "out": str(tmp_path / folder / f"s{s}-{l}")})
+        for s, l in zip(seeds, losses)
+    ]
 
 
 def fit_pack(cfgs, data, resume=False):
@@ -46,7 +60,12 @@ def fit_pack(cfgs, data, resume=False):
 
 
 def fit_alone(cfg, data, tmp_path):
-    trainer = Trainer(cfg.replace(out=str(tmp_path / "alone" / f"s{cfg.seed}-{cfg.loss}")), data=data, progress=False, tensorboard=False)
+    trainer = Trainer(
+        cfg.replace(out=str(tmp_path / "alone" / f"s{cfg.seed}-{cfg.loss}")),
+        data=data,
+        progress=False,
+        tensorboard=False,
+    )
     trainer.fit()
     return trainer
 
@@ -57,9 +76,14 @@ def logged(out):
     return [{k: v for k, v in r.items() if k != "step_time_s"} for r in rows if "kind" not in r]
 
 
+def assert_same_logs(out_a, out_b, tolerance):
+    """The two runs logged the same values row by row (pytest.approx takes one dict, not a list of them)."""
+    for a, b in zip(logged(out_a), logged(out_b), strict=True):
+        assert a == pytest.approx(b, abs=tolerance)
+
+
 def assert_same_run(member, alone):
-    for a, b in zip(logged(member.out), logged(alone.out), strict=True):
-        assert a == pytest.approx(b, abs=1e-4)
+    assert_same_logs(member.out, alone.out, 1e-4)
     nets = [(member.generator, alone.generator), (member.discriminator, alone.discriminator)]
     for mine, theirs in nets + ([(member.ema.module, alone.ema.module)] if alone.ema else []):
         assert_close(flat(mine), flat(theirs), type(mine).__name__)
@@ -75,7 +99,12 @@ CASES = {
     "wgan-gp": {"losses": ["wgan-gp"] * 3},
     "wgan (clipping)": {"losses": ["wgan"] * 2, "seeds": (0, 1), "model": "mlp"},
     "r1 + spectral norm": {"r1": 1.0, "spectral_norm": True, "loss_": "hinge"},
-    "ema + ada + minibatch-std": {"ema": 0.99, "augment": "translation,cutout", "augment_target": 0.6, "minibatch_std": True},
+    "ema + ada + minibatch-std": {
+        "ema": 0.99,
+        "augment": "translation,cutout",
+        "augment_target": 0.6,
+        "minibatch_std": True,
+    },
     "mixed losses": {"losses": ["gan", "lsgan", "hinge"]},
     "mlp-bn": {"model": "mlp-bn"},
     "resnet": {"model": "resnet", "spectral_norm": True, "seeds": (0, 1), "losses": ["hinge"] * 2, "epochs": 1},
@@ -129,7 +158,9 @@ def test_members_checkpoints_hold_their_own_slice_and_resume_alone(tmp_path):
     weight = state["generator"]["project.0.weight"]
     assert weight.shape == member.generator.project[0].weight.shape
     assert weight.untyped_storage().nbytes() == weight.numel() * weight.element_size()  # not the whole stack
-    assert torch.equal(weight, member.generator.project[0].weight) and not torch.equal(weight, pack.members[0].generator.project[0].weight)
+    assert torch.equal(weight, member.generator.project[0].weight) and not torch.equal(
+        weight, pack.members[0].generator.project[0].weight
+    )
     assert state["opt_g"]["state"][0]["exp_avg"].shape == weight.shape
     images, _, _ = generate_for_run(member.out, 6, seed=3, device="cpu")  # what `medgan sample` does
     with member.sampling() as generator:  # the member's generator in the pack
@@ -148,13 +179,17 @@ def test_a_pack_resumes_exactly(tmp_path):
     resumed = fit_pack(configs(tmp_path, folder="split", epochs=2, ema=0.99), data, resume=True)
     for a, b in zip(resumed.members, whole.members):
         assert_close(flat(a.generator), flat(b.generator))
-        assert logged(a.out) == pytest.approx(logged(b.out), abs=1e-5)
+        assert_same_logs(a.out, b.out, 1e-5)
 
 
 def test_what_cannot_be_packed_is_named(tmp_path):
     data = tiny_data(n=96)
     with pytest.raises(MedganError, match="differ in width"):
-        Pack(configs(tmp_path, seeds=(0, 1), losses=["lsgan", "lsgan"])[:1] + configs(tmp_path, seeds=(1,), losses=["lsgan"], width=16), data=data)
+        Pack(
+            configs(tmp_path, seeds=(0, 1), losses=["lsgan", "lsgan"])[:1]
+            + configs(tmp_path, seeds=(1,), losses=["lsgan"], width=16),
+            data=data,
+        )
     with pytest.raises(MedganError, match="n_critic or gradient penalty"):
         Pack(configs(tmp_path, seeds=(0, 1), losses=["lsgan", "wgan-gp"]), data=data)
     with pytest.raises(MedganError, match="progressive"):
@@ -168,7 +203,11 @@ def test_compare_packs_runs_into_ordinary_folders_with_the_same_results(tiny_stu
 
     packs = []
     original = Pack.fit
-    monkeypatch.setattr(Pack, "fit", lambda self, resume=False: packs.append([m.cfg.seed for m in self.members]) or original(self, resume))
+    monkeypatch.setattr(
+        Pack,
+        "fit",
+        lambda self, resume=False: packs.append([m.cfg.seed for m in self.members]) or original(self, resume),
+    )
     packed = compare(tiny_study, pack="4")
     assert packs == [[0, 1, 0, 1]]  # lsgan and hinge share n_critic and have no penalty: one pack of four
     tiny_study.out += "-alone"
@@ -177,7 +216,9 @@ def test_compare_packs_runs_into_ordinary_folders_with_the_same_results(tiny_stu
     for a, b in zip(packed["runs"], alone["runs"]):
         assert a["status"] == b["status"] == "finished" and a["steps"] == b["steps"]
         assert a["metrics"]["fd_domain"] == pytest.approx(b["metrics"]["fd_domain"], rel=0.02)
-        assert (Path(a["dir"]) / "checkpoints" / "last.pt").exists() and json.loads((Path(a["dir"]) / "run.json").read_text())["status"] == "finished"
+        assert (Path(a["dir"]) / "checkpoints" / "last.pt").exists() and json.loads(
+            (Path(a["dir"]) / "run.json").read_text()
+        )["status"] == "finished"
 
 
 def test_a_failing_pack_goes_on_run_by_run(tiny_study, nan_loss):
@@ -187,7 +228,12 @@ def test_a_failing_pack_goes_on_run_by_run(tiny_study, nan_loss):
     with pytest.warns(MedganWarning, match="its runs go on one at a time"):
         results = compare(tiny_study, pack="4")
     status = {r["name"]: r["status"] for r in results["runs"]}
-    assert status == {"mlp-lsgan-s0": "finished", "mlp-lsgan-s1": "finished", "mlp-test-nan-s0": "failed", "mlp-test-nan-s1": "failed"}
+    assert status == {
+        "mlp-lsgan-s0": "finished",
+        "mlp-lsgan-s1": "finished",
+        "mlp-test-nan-s0": "failed",
+        "mlp-test-nan-s1": "failed",
+    }
 
 
 def test_pack_values():
@@ -206,7 +252,11 @@ def test_auto_packs_only_where_measured_faster(monkeypatch):
     assert packed.auto_pack_size(cfgs) == 1  # the CPU: measured slower in benchmarks/RESULTS.md, not re-measured
     monkeypatch.setattr(packed, "resolve_device", lambda device: torch.device("meta"))  # any device but the CPU
     for timing, expected in (((2.0, 1.0), 16), ((1.0, 2.0), 1)):
-        monkeypatch.setattr(packed, "step_seconds", lambda trial, data, timing=timing: timing if len(trial) == 16 else pytest.fail(len(trial)))
+        monkeypatch.setattr(
+            packed,
+            "step_seconds",
+            lambda trial, data, timing=timing: timing if len(trial) == 16 else pytest.fail(len(trial)),
+        )
         assert packed.auto_pack_size(cfgs) == expected
     assert packed.auto_pack_size(cfgs[:1]) == 1
 

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,14 +19,27 @@ from medgan.files import load_torch
 from medgan.models import build_models
 from medgan.models.progressive import downsample, upsample
 from medgan.progression import FadingImages
-from medgan.stages import StageSchedule
 from medgan.rundir import config_for_resume
+from medgan.stages import StageSchedule
 from medgan.train import Trainer
 
 # 2 stages, 32 -> 64 px; 64 train images in batches of 32 = 2 steps per epoch; the new block fades in over
 # the first epoch of the 64 px stage (alpha 0.5, then 1).
-FLAGS = {"model": "progressive", "stages": "32:1,64", "fade_epochs": 1.0, "size": 64, "epochs": 3, "width": 8,
-         "batch_size": 32, "log_every": 1, "eval_every": 0, "dataset": "pneumoniamnist", "ema": 0.9, "checkpoint_every_s": 0, "grid_every_s": 0}
+FLAGS = {
+    "model": "progressive",
+    "stages": "32:1,64",
+    "fade_epochs": 1.0,
+    "size": 64,
+    "epochs": 3,
+    "width": 8,
+    "batch_size": 32,
+    "log_every": 1,
+    "eval_every": 0,
+    "dataset": "pneumoniamnist",
+    "ema": 0.9,
+    "checkpoint_every_s": 0,
+    "grid_every_s": 0,
+}
 
 
 @pytest.fixture
@@ -115,7 +127,9 @@ def test_real_images_fade_like_the_generator():
 
 # ----- the schedule --------------------------------------------------------------------------------
 def schedule(**changes):
-    return StageSchedule.from_config(from_dict({"model": "progressive", "size": 64, "epochs": 6, "stages": "16:2,32:2,64", **changes}))
+    return StageSchedule.from_config(
+        from_dict({"model": "progressive", "size": 64, "epochs": 6, "stages": "16:2,32:2,64", **changes})
+    )
 
 
 def test_schedule_gives_stage_and_alpha_for_every_position():
@@ -130,20 +144,26 @@ def test_schedule_gives_stage_and_alpha_for_every_position():
     assert schedule(fade_epochs=0).alpha(2, 0, n) == 1.0
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"stages": ""}, "model progressive needs a stage schedule, e.g."),
-    ({"model": "dcgan"}, "stages only apply to model progressive"),
-    ({"stages": "16:2,32:x,64"}, "bad stage '32:x': expected SIZE:EPOCHS"),
-    ({"stages": "16:2,32:2,64:3"}, "the last stage trains for the remaining epochs, so write it without :EPOCHS"),
-    ({"stages": "16:2,48:2,64"}, "must double .* got 16 then 48"),
-    ({"stages": "16:2,32"}, r"last stage's size \(32\) must be the image size \(size = 64\)"),
-    ({"stages": "2:1,4:1,8:1,16:1,32:1,64"}, r"first stage \(2 px\) is below the nets' smallest resolution for size 64 \(4 px\)"),
-    ({"stages": "16:0,32:2,64"}, "size and epochs must be >= 1"),
-    ({"epochs": 4}, "take 4 epochs before the last stage, so epochs must be more than that"),
-    ({"fade_epochs": 2.5}, r"fade_epochs \(2.5\) is longer than the 32 px stage \(2 epochs\)"),
-    ({"fade_epochs": -1.0}, "fade_epochs must be >= 0"),
-    ({"size": 30, "stages": "15:1,30"}, "model progressive needs an image size of 4..7 px times a power of two"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"stages": ""}, "model progressive needs a stage schedule, e.g."),
+        ({"model": "dcgan"}, "stages only apply to model progressive"),
+        ({"stages": "16:2,32:x,64"}, "bad stage '32:x': expected SIZE:EPOCHS"),
+        ({"stages": "16:2,32:2,64:3"}, "the last stage trains for the remaining epochs, so write it without :EPOCHS"),
+        ({"stages": "16:2,48:2,64"}, "must double .* got 16 then 48"),
+        ({"stages": "16:2,32"}, r"last stage's size \(32\) must be the image size \(size = 64\)"),
+        (
+            {"stages": "2:1,4:1,8:1,16:1,32:1,64"},
+            r"first stage \(2 px\) is below the nets' smallest resolution for size 64 \(4 px\)",
+        ),
+        ({"stages": "16:0,32:2,64"}, "size and epochs must be >= 1"),
+        ({"epochs": 4}, "take 4 epochs before the last stage, so epochs must be more than that"),
+        ({"fade_epochs": 2.5}, r"fade_epochs \(2.5\) is longer than the 32 px stage \(2 epochs\)"),
+        ({"fade_epochs": -1.0}, "fade_epochs must be >= 0"),
+        ({"size": 30, "stages": "15:1,30"}, "model progressive needs an image size of 4..7 px times a power of two"),
+    ],
+)
 def test_bad_schedules_say_what_to_change(changes, message):
     with pytest.raises(MedganError, match=message):
         schedule(**changes)
@@ -153,16 +173,49 @@ def test_bad_schedules_say_what_to_change(changes, message):
 @pytest.mark.parametrize("conditional", [False, True])
 def test_training_crosses_the_stage_boundary_and_samples_full_size(tmp_path, root, conditional):
     out = tmp_path / "run"
-    flags = ["--dataset", "pneumoniamnist", "--data-root", str(root), "--size", "64", "--model", "progressive",
-             "--stages", "32:1,64", "--fade-epochs", "1", "--epochs", "2", "--width", "8", "--batch-size", "32",
-             "--eval-every", "0", "--grid-every-s", "0", "--no-progress", "--no-tensorboard", "--out", str(out), *(["--conditional"] if conditional else [])]
+    flags = [
+        "--dataset",
+        "pneumoniamnist",
+        "--data-root",
+        str(root),
+        "--size",
+        "64",
+        "--model",
+        "progressive",
+        "--stages",
+        "32:1,64",
+        "--fade-epochs",
+        "1",
+        "--epochs",
+        "2",
+        "--width",
+        "8",
+        "--batch-size",
+        "32",
+        "--eval-every",
+        "0",
+        "--grid-every-s",
+        "0",
+        "--no-progress",
+        "--no-tensorboard",
+        "--out",
+        str(out),
+        *(["--conditional"] if conditional else []),
+    ]
     assert main(["train", *flags]) == 0
     grids = [Image.open(out / "samples" / f"epoch_00{e}.png").size for e in (1, 2)]
     rows = 2 if conditional else 8  # conditional: one row of 8 per class (PneumoniaMNIST: 2)
-    assert grids == [(8 * 34 + 2, rows * 34 + 2), (8 * 66 + 2, rows * 66 + 2)]  # 32 px, then 64 px images (2 px padding)
+    assert grids == [
+        (8 * 34 + 2, rows * 34 + 2),
+        (8 * 66 + 2, rows * 66 + 2),
+    ]  # 32 px, then 64 px images (2 px padding)
     state = load_torch(out / "checkpoints" / "last.pt")
     prefix = "net." if conditional else ""
-    assert state["generator"][prefix + "_extra_state"] == state["discriminator"][prefix + "_extra_state"] == {"resolution": 64, "alpha": 1.0}
+    assert (
+        state["generator"][prefix + "_extra_state"]
+        == state["discriminator"][prefix + "_extra_state"]
+        == {"resolution": 64, "alpha": 1.0}
+    )
     assert main(["sample", str(out), "-n", "5", "--out", str(tmp_path / "fake.npz"), "--device", "cpu"]) == 0
     with np.load(tmp_path / "fake.npz") as z:
         assert z["train_images"].shape == (5, 64, 64)
@@ -170,13 +223,26 @@ def test_training_crosses_the_stage_boundary_and_samples_full_size(tmp_path, roo
 
 def test_each_stage_trains_on_its_own_data_and_evaluation_waits_for_full_size(tmp_path, root):
     seen, evaluated = [], []
-    trainer = trainer_for(tmp_path, root, "run", hooks=[lambda t: seen.append((t.epoch, t.data.size, t.generator.resolution, t.ema.module.alpha))],
-                          eval_every=1, eval_share=1.0)  # an evaluation due after every epoch, but only at full size
+    trainer = trainer_for(
+        tmp_path,
+        root,
+        "run",
+        hooks=[lambda t: seen.append((t.epoch, t.data.size, t.generator.resolution, t.ema.module.alpha))],
+        eval_every=1,
+        eval_share=1.0,
+    )  # an evaluation due after every epoch, but only at full size
     trainer.evaluation = lambda epoch, step, last, log: evaluated.append(epoch)
     stage_one = []
     trainer.step_hooks.append(lambda t: stage_one.append(t.data.images) if t.epoch == 0 else None)
     trainer.fit()
-    assert seen == [(0, 32, 32, 1.0), (0, 32, 32, 1.0), (1, 64, 64, 0.5), (1, 64, 64, 1.0), (2, 64, 64, 1.0), (2, 64, 64, 1.0)]
+    assert seen == [
+        (0, 32, 32, 1.0),
+        (0, 32, 32, 1.0),
+        (1, 64, 64, 0.5),
+        (1, 64, 64, 1.0),
+        (2, 64, 64, 1.0),
+        (2, 64, 64, 1.0),
+    ]
     from_28 = resize(load_dataset("pneumoniamnist", "train", 28, 1, root).images, 32)
     assert torch.equal(stage_one[0], from_28)
     assert torch.equal(trainer.data.images, load_dataset("pneumoniamnist", "train", 64, 1, root).images)
@@ -187,10 +253,13 @@ def interrupt_at(step):
     return lambda trainer: trainer.step == step and os.kill(os.getpid(), signal.SIGINT)
 
 
-@pytest.mark.parametrize("step, position", [
-    (2, (1, 0)),  # Ctrl-C on the last step of the 32 px stage: the checkpoint is exactly at the boundary
-    (3, (1, 1)),  # Ctrl-C in the middle of the fade-in of the 64 px stage
-])
+@pytest.mark.parametrize(
+    "step, position",
+    [
+        (2, (1, 0)),  # Ctrl-C on the last step of the 32 px stage: the checkpoint is exactly at the boundary
+        (3, (1, 1)),  # Ctrl-C in the middle of the fade-in of the 64 px stage
+    ],
+)
 def test_resume_across_the_stage_boundary_gives_the_same_run(tmp_path, root, step, position):
     full = trainer_for(tmp_path, root, "full")
     full.fit()
@@ -203,5 +272,9 @@ def test_resume_across_the_stage_boundary_gives_the_same_run(tmp_path, root, ste
     assert torch.equal(flat(full.generator), flat(resumed.generator))
     assert torch.equal(flat(full.discriminator), flat(resumed.discriminator))
     assert torch.equal(flat(full.ema.module), flat(resumed.ema.module))
-    steps = lambda run: [{k: v for k, v in r.items() if k != "step_time_s"} for r in map(json.loads, (run.out / "metrics.jsonl").read_text().splitlines()) if "kind" not in r]
+    steps = lambda run: [
+        {k: v for k, v in r.items() if k != "step_time_s"}
+        for r in map(json.loads, (run.out / "metrics.jsonl").read_text().splitlines())
+        if "kind" not in r
+    ]
     assert len(steps(full)) == 6 and steps(full) == steps(resumed)  # every step's losses (log_every = 1)

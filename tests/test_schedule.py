@@ -25,7 +25,17 @@ class FakeClock:
 
 def trainer_for(tmp_path, name="run", steps_per_second=1.0, **cfg) -> tuple[Trainer, FakeClock]:
     # 160 images in batches of 32: 5 steps per epoch, so an epoch is 5 fake seconds
-    cfg = TrainConfig(**{"epochs": 20, "batch_size": 32, "log_every": 1, "width": 16, "eval_every": 0, "out": str(tmp_path / name), **cfg})
+    cfg = TrainConfig(
+        **{
+            "epochs": 20,
+            "batch_size": 32,
+            "log_every": 1,
+            "width": 16,
+            "eval_every": 0,
+            "out": str(tmp_path / name),
+            **cfg,
+        }
+    )
     trainer = Trainer(cfg, data=tiny_data(), progress=False, tensorboard=False)
     clock = FakeClock()
     trainer.clock = clock
@@ -61,20 +71,33 @@ def test_interval_and_time_share():
 
 
 def test_checkpoints_and_grids_fire_by_elapsed_time_in_short_epochs(tmp_path):
-    trainer, _ = trainer_for(tmp_path, checkpoint_every_s=12, grid_every_s=30, log_every=5)  # flushes only at epoch ends
+    trainer, _ = trainer_for(
+        tmp_path, checkpoint_every_s=12, grid_every_s=30, log_every=5
+    )  # flushes only at epoch ends
     saves = spy(trainer, "save")
     trainer.fit()
     # 5 s epochs: a checkpoint at the first epoch end >= 12 s after the last one (3 epochs = 15 s), and at the end
     assert [epoch for epoch, _, _ in saves] == [3, 6, 9, 12, 15, 18, 20]
     grids = sorted(p.name for p in (trainer.out / "samples").glob("epoch_*.png"))
-    assert grids == ["epoch_006.png", "epoch_012.png", "epoch_018.png", "epoch_020.png"]  # every 30 s, and the last epoch
+    assert grids == [
+        "epoch_006.png",
+        "epoch_012.png",
+        "epoch_018.png",
+        "epoch_020.png",
+    ]  # every 30 s, and the last epoch
 
 
 def test_checkpoints_fire_mid_epoch_when_epochs_are_longer_than_the_interval(tmp_path):
     trainer, _ = trainer_for(tmp_path, epochs=2, checkpoint_every_s=2, grid_every_s=1000)
     saves = spy(trainer, "save")
     trainer.fit()
-    assert [(e, b) for e, b, _ in saves] == [(0, 2), (0, 4), (1, 1), (1, 3), (2, 0)]  # every 2 steps = 2 s, and at the end
+    assert [(e, b) for e, b, _ in saves] == [
+        (0, 2),
+        (0, 4),
+        (1, 1),
+        (1, 3),
+        (2, 0),
+    ]  # every 2 steps = 2 s, and at the end
     assert sorted(p.name for p in (trainer.out / "samples").glob("epoch_*.png")) == ["epoch_002.png"]
 
 
@@ -114,7 +137,9 @@ def test_evaluations_keep_to_their_share_of_the_wall_time(tmp_path):
     assert evaluated[0] == 1 and evaluated[-1] == 40 and 3 <= len(evaluated) < 10  # by time, not every epoch
     assert info["eval_seconds"] == pytest.approx(3.0 * len(evaluated))
     assert info["eval_share"] == pytest.approx(info["eval_seconds"] / info["wall_time_s"])
-    assert info["eval_share"] <= 0.1 + 3.0 / info["wall_time_s"]  # within the share, but for the last epoch's evaluation
+    assert (
+        info["eval_share"] <= 0.1 + 3.0 / info["wall_time_s"]
+    )  # within the share, but for the last epoch's evaluation
 
 
 def test_one_off_work_in_the_first_evaluation_counts_but_does_not_set_the_pace(tmp_path):
@@ -139,6 +164,8 @@ def test_one_off_work_in_the_first_evaluation_counts_but_does_not_set_the_pace(t
 def test_eval_share_one_evaluates_every_eval_every_epochs(tmp_path):
     trainer, clock = trainer_for(tmp_path, epochs=6, eval_every=2, eval_share=1.0)
     evaluated = []
-    trainer.evaluation = lambda epoch, step, last, log: evaluated.append(epoch) or setattr(clock, "now", clock.now + 100)
+    trainer.evaluation = lambda epoch, step, last, log: (
+        evaluated.append(epoch) or setattr(clock, "now", clock.now + 100)
+    )
     trainer.fit()
     assert evaluated == [2, 4, 6]

@@ -1,6 +1,6 @@
 import json
-import shutil
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,8 +21,11 @@ def test_summarise_against_direct_computation():
 
 
 def test_aggregate_and_separations():
-    runs = [{"variant": v, "status": "finished", "metrics": {"fd_domain": x, "fd_domain_floor": 0.5}}
-            for v, xs in {"a": [1.0, 1.1, 0.9], "b": [5.0, 5.2, 4.8], "c": [1.0, 6.0, 3.0]}.items() for x in xs]
+    runs = [
+        {"variant": v, "status": "finished", "metrics": {"fd_domain": x, "fd_domain_floor": 0.5}}
+        for v, xs in {"a": [1.0, 1.1, 0.9], "b": [5.0, 5.2, 4.8], "c": [1.0, 6.0, 3.0]}.items()
+        for x in xs
+    ]
     runs.append({"variant": "a", "status": "failed", "metrics": {}})
     summary = aggregate(runs)
     assert summary["a"]["fd_domain"]["mean"] == pytest.approx(1.0) and summary["a"]["fd_domain"]["n"] == 3
@@ -32,13 +35,29 @@ def test_aggregate_and_separations():
 
 def test_separations_follow_the_catalogue_direction():
     def summary_of(metric, values):
-        return aggregate([{"variant": v, "status": "finished", "metrics": {metric: x}} for v, xs in values.items() for x in xs])
+        return aggregate(
+            [{"variant": v, "status": "finished", "metrics": {metric: x}} for v, xs in values.items() for x in xs]
+        )
 
     recall = summary_of("recall_domain", {"low": [0.2, 0.21, 0.19], "high": [0.8, 0.81, 0.79]})
     assert separations(recall, "recall_domain") == [("high", "low")]  # higher is better
     # C2ST's target is 0.5: an interval around 0.5 beats one far above it, and one as far below it
-    c2st = summary_of("c2st", {"at_half": [0.49, 0.5, 0.51], "far": [0.9, 0.91, 0.89], "below": [0.1, 0.11, 0.09], "near": [0.55, 0.56, 0.54]})
-    assert separations(c2st, "c2st") == [("at_half", "below"), ("at_half", "far"), ("at_half", "near"), ("near", "below"), ("near", "far")]
+    c2st = summary_of(
+        "c2st",
+        {
+            "at_half": [0.49, 0.5, 0.51],
+            "far": [0.9, 0.91, 0.89],
+            "below": [0.1, 0.11, 0.09],
+            "near": [0.55, 0.56, 0.54],
+        },
+    )
+    assert separations(c2st, "c2st") == [
+        ("at_half", "below"),
+        ("at_half", "far"),
+        ("at_half", "near"),
+        ("near", "below"),
+        ("near", "far"),
+    ]
 
 
 @pytest.fixture
@@ -46,7 +65,14 @@ def tiny_study(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")
     root = write_medmnist(tmp_path / "data", n=(128, 16, 64))
     train = {"data_root": str(root), "epochs": 1, "batch_size": 32, "eval_samples": 64}
-    return Study(dataset="pneumoniamnist", models=["mlp"], losses=["lsgan", "hinge"], seeds=2, train=train, out=str(tmp_path / "study"))
+    return Study(
+        dataset="pneumoniamnist",
+        models=["mlp"],
+        losses=["lsgan", "hinge"],
+        seeds=2,
+        train=train,
+        out=str(tmp_path / "study"),
+    )
 
 
 def test_two_variants_two_seeds_end_to_end(tiny_study, capsys):
@@ -80,7 +106,9 @@ def test_rerun_skips_finished_and_resumes_unfinished(tiny_study, monkeypatch):
 
     calls = []
     original = Trainer.fit
-    monkeypatch.setattr(Trainer, "fit", lambda self, resume=False: calls.append((self.cfg.out, resume)) or original(self, resume))
+    monkeypatch.setattr(
+        Trainer, "fit", lambda self, resume=False: calls.append((self.cfg.out, resume)) or original(self, resume)
+    )
     results = compare(tiny_study)
     assert calls == [(f"{tiny_study.out}/runs/mlp-hinge-s1", True)]
     assert all(r["status"] == "finished" for r in results["runs"])
@@ -106,7 +134,12 @@ def test_failed_run_is_recorded_and_the_others_finish(tiny_study, nan_loss):
     tiny_study.losses = ["lsgan", nan_loss]
     results = compare(tiny_study)
     status = {r["name"]: r["status"] for r in results["runs"]}
-    assert status == {"mlp-lsgan-s0": "finished", "mlp-lsgan-s1": "finished", "mlp-test-nan-s0": "failed", "mlp-test-nan-s1": "failed"}
+    assert status == {
+        "mlp-lsgan-s0": "finished",
+        "mlp-lsgan-s1": "finished",
+        "mlp-test-nan-s0": "failed",
+        "mlp-test-nan-s1": "failed",
+    }
     assert "non-finite" in next(r for r in results["runs"] if r["status"] == "failed")["error"]
     assert "mlp-test-nan" not in results["summary"]
     report = open(f"{tiny_study.out}/report.md").read()
@@ -116,8 +149,32 @@ def test_failed_run_is_recorded_and_the_others_finish(tiny_study, nan_loss):
 def test_compare_cli_and_bad_preset(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")
     root = write_medmnist(tmp_path / "data", n=(96, 16, 32))
-    assert main(["compare", "--dataset", "pneumoniamnist", "--data-root", str(root), "--models", "mlp", "--losses", "gan",
-                 "--seeds", "2", "--epochs", "1", "--batch-size", "32", "--eval-samples", "32", "--out", str(tmp_path / "s")]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--dataset",
+                "pneumoniamnist",
+                "--data-root",
+                str(root),
+                "--models",
+                "mlp",
+                "--losses",
+                "gan",
+                "--seeds",
+                "2",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--eval-samples",
+                "32",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
     assert "report.md" in capsys.readouterr().out
     assert main(["compare", "--preset", "nope"]) == 2
     assert "unknown preset" in capsys.readouterr().err
@@ -130,17 +187,21 @@ def test_report_html_is_self_contained_and_names_every_variant(tiny_study):
     assert "mlp-lsgan" in page and "mlp-hinge" in page and "real floor" in page
     assert page.count("data:image/png;base64,") == 1 + 2 + 2  # real grid, sample grids, nearest-train pairs
     assert page.count("no curve to draw") == 2  # one epoch, one evaluation per run: no curves
-    assert "src=\"http" not in page and "missing" not in page
+    assert 'src="http' not in page and "missing" not in page
     assert "<h3>Findings</h3>" in page and "real training images" in page
     assert "Test AUC" in page and "torch" in page
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(
+    not shutil.which("chromium"), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
 def test_report_renders_in_headless_chromium(tiny_study):
     import importlib.util
 
     compare(tiny_study)
-    spec = importlib.util.spec_from_file_location("check_report", Path(__file__).parents[1] / "scripts" / "check_report.py")
+    spec = importlib.util.spec_from_file_location(
+        "check_report", Path(__file__).parents[1] / "scripts" / "check_report.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.check(Path(tiny_study.out) / "report.html") == []
@@ -177,9 +238,11 @@ def test_ranking_by_badness_of_the_means():
     from medgan.study.aggregate import ranking
 
     s = lambda mean: {"n": 2, "mean": mean, "std": 0.1, "ci95": 0.5}  # noqa: E731
-    summary = {"a": {"fd_domain": s(5.0), "c2st": s(0.9), "diversity_ssim": s(0.30)},
-               "b": {"fd_domain": s(2.0), "c2st": s(0.6), "diversity_ssim": s(0.45)},
-               "real floor": {"fd_domain": s(0.1), "c2st": s(0.5), "diversity_ssim": s(0.35)}}
+    summary = {
+        "a": {"fd_domain": s(5.0), "c2st": s(0.9), "diversity_ssim": s(0.30)},
+        "b": {"fd_domain": s(2.0), "c2st": s(0.6), "diversity_ssim": s(0.45)},
+        "real floor": {"fd_domain": s(0.1), "c2st": s(0.5), "diversity_ssim": s(0.35)},
+    }
     rows = ranking(summary, ["fd_domain", "c2st", "diversity_ssim"])
     assert [r["variant"] for r in rows] == ["b", "a"]
     assert rows[0]["ranks"] == {"fd_domain": 1, "c2st": 1, "diversity_ssim": 2}  # 0.45 is farther from the floor 0.35
@@ -188,8 +251,12 @@ def test_ranking_by_badness_of_the_means():
 
 
 def test_report_marks_metrics_the_validation_failed_and_ranks_by_the_rest(tiny_study):
-    validation = {"dataset": "pneumoniamnist", "size": 28, "not_validated": {"near_copies": "memorisation"},
-                  "metrics": {"fd_domain": {"passed": True}, "kid_domain": {"passed": False}, "c2st": {"passed": True}}}
+    validation = {
+        "dataset": "pneumoniamnist",
+        "size": 28,
+        "not_validated": {"near_copies": "memorisation"},
+        "metrics": {"fd_domain": {"passed": True}, "kid_domain": {"passed": False}, "c2st": {"passed": True}},
+    }
     folder = Path(tiny_study.out) / "validation"
     folder.mkdir(parents=True)
     (folder / "validation.json").write_text(json.dumps(validation))
@@ -199,8 +266,13 @@ def test_report_marks_metrics_the_validation_failed_and_ranks_by_the_rest(tiny_s
     assert "| kid_domain (not sensitive on this dataset) |" in report
     assert "fd_domain (not sensitive" not in report and "| fd_domain |" in report
     assert "- not sensitive on this dataset: kid_domain" in report
-    assert [m for row in results["ranking"] for m in row["ranks"]] and all(set(row["ranks"]) <= {"fd_domain", "c2st"} for row in results["ranking"])
-    assert "## Ranking by the metrics that passed validation" in report and "| mlp-lsgan |" in report.split("## Ranking")[1]
+    assert [m for row in results["ranking"] for m in row["ranks"]] and all(
+        set(row["ranks"]) <= {"fd_domain", "c2st"} for row in results["ranking"]
+    )
+    assert (
+        "## Ranking by the metrics that passed validation" in report
+        and "| mlp-lsgan |" in report.split("## Ranking")[1]
+    )
     page = (Path(tiny_study.out) / "report.html").read_text()
     assert "kid_domain (not sensitive on this dataset)" in page and "validation/validation.md" in page
 
@@ -210,5 +282,8 @@ def test_report_says_how_to_validate_when_no_validation(tiny_study):
     tiny_study.losses = ["lsgan"]
     compare(tiny_study)
     report = (Path(tiny_study.out) / "report.md").read_text()
-    assert "No metric validation for this dataset" in report and "medgan validate-metrics --dataset pneumoniamnist" in report
+    assert (
+        "No metric validation for this dataset" in report
+        and "medgan validate-metrics --dataset pneumoniamnist" in report
+    )
     assert "not sensitive on this dataset" not in report

@@ -11,7 +11,7 @@ from medgan import MedganError
 from medgan.config import TrainConfig
 from medgan.data import ImageSet
 from medgan.files import load_torch
-from medgan.losses import GANLoss, LOSSES, register
+from medgan.losses import LOSSES, GANLoss, register
 from medgan.rundir import config_for_resume, load_run
 from medgan.train import NonFiniteLoss, Trainer
 
@@ -27,8 +27,19 @@ def tiny_data(n=160, size=28, channels=1, seed=0):
 
 def run(tmp_path, name="run", data=None, resume=False, hooks=(), **cfg):
     # checkpoints and sample grids every epoch: these tests are about what happens at epoch ends
-    cfg = TrainConfig(**{"epochs": 1, "batch_size": 32, "log_every": 2, "width": 16, "eval_every": 0, "checkpoint_every_s": 0, "grid_every_s": 0,
-                         "out": str(tmp_path / name), **cfg})
+    cfg = TrainConfig(
+        **{
+            "epochs": 1,
+            "batch_size": 32,
+            "log_every": 2,
+            "width": 16,
+            "eval_every": 0,
+            "checkpoint_every_s": 0,
+            "grid_every_s": 0,
+            "out": str(tmp_path / name),
+            **cfg,
+        }
+    )
     trainer = Trainer(cfg, data=data or tiny_data(), progress=False)
     trainer.step_hooks.extend(hooks)
     trainer.fit(resume=resume)
@@ -100,7 +111,14 @@ def test_conv_weights_are_channels_last_on_the_cpu_also_after_resume_and_for_sam
     """medgan.device.memory_format: oneDNN convolves NHWC without reordering (RESULTS.md "precision")."""
     part = run(tmp_path, "part", model="dcgan")
     resumed = run(tmp_path, "part", model="dcgan", epochs=2, resume=True)
-    for net in (part.generator, part.discriminator, resumed.generator, resumed.discriminator, resumed.sampling_generator, load_run(part.out)[0]):
+    for net in (
+        part.generator,
+        part.discriminator,
+        resumed.generator,
+        resumed.discriminator,
+        resumed.sampling_generator,
+        load_run(part.out)[0],
+    ):
         convs = [p for p in net.parameters() if p.dim() == 4]
         assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs), type(net).__name__
         assert not all(p.is_contiguous() for p in convs), type(net).__name__
@@ -130,7 +148,9 @@ def test_sigint_on_the_last_step_of_an_epoch_finishes_the_epoch_and_resumes_exac
     stopped = run(tmp_path, "stopped", epochs=2, hooks=[lambda t: t.step == 5 and os.kill(os.getpid(), signal.SIGINT)])
     state = load_torch(stopped.out / "checkpoints" / "last.pt")
     assert stopped.stop_requested and (state["epoch"], state["batch_index"], state["step"]) == (1, 0, 5)
-    assert (stopped.out / "samples" / "epoch_001.png").exists() and not (stopped.out / "samples" / "epoch_002.png").exists()
+    assert (stopped.out / "samples" / "epoch_001.png").exists() and not (
+        stopped.out / "samples" / "epoch_002.png"
+    ).exists()
     resumed = run(tmp_path, "stopped", epochs=2, resume=True)
     assert torch.equal(weights(full), weights(resumed))
 
@@ -181,14 +201,17 @@ def test_batch_larger_than_data(tmp_path):
         run(tmp_path, batch_size=500)
 
 
-@pytest.mark.parametrize("options", [
-    {"model": "resnet", "loss": "hinge", "spectral_norm": True},
-    {"model": "resnet", "loss": "wgan-gp", "n_critic": 2},
-    {"model": "dcgan", "loss": "gan", "r1": 1.0, "lr_d": 4e-4},
-    {"model": "dcgan", "loss": "lsgan", "minibatch_std": True, "augment": "translation", "augment_target": 0.6},
-    {"model": "resnet", "loss": "hinge", "spectral_norm": True, "minibatch_std": True},
-    {"model": "mlp", "loss": "lsgan", "augment": "translation,cutout,color", "ema": 0.9},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"model": "resnet", "loss": "hinge", "spectral_norm": True},
+        {"model": "resnet", "loss": "wgan-gp", "n_critic": 2},
+        {"model": "dcgan", "loss": "gan", "r1": 1.0, "lr_d": 4e-4},
+        {"model": "dcgan", "loss": "lsgan", "minibatch_std": True, "augment": "translation", "augment_target": 0.6},
+        {"model": "resnet", "loss": "hinge", "spectral_norm": True, "minibatch_std": True},
+        {"model": "mlp", "loss": "lsgan", "augment": "translation,cutout,color", "ema": 0.9},
+    ],
+)
 def test_recipe_options_train(tmp_path, options):
     trainer = run(tmp_path, epochs=2, **options)
     epochs = records(trainer.out, "epoch")
@@ -202,7 +225,14 @@ def test_recipe_options_train(tmp_path, options):
 def test_best_preset_trains_at_every_size(tmp_path, size):
     from medgan.recipes import recipe
 
-    settings = {**recipe("best", size), "width": 8, "epochs": 1, "batch_size": 32, "max_minutes": 0.0, "precision": "fp32"}
+    settings = {
+        **recipe("best", size),
+        "width": 8,
+        "epochs": 1,
+        "batch_size": 32,
+        "max_minutes": 0.0,
+        "precision": "fp32",
+    }
     trainer = run(tmp_path, data=tiny_data(n=64, size=size), **settings)
     assert trainer.step == 2 and all(torch.isfinite(p).all() for p in trainer.ema.module.parameters())
     assert "augment_p" in records(trainer.out, "epoch")[0]  # ADA at every size
@@ -211,7 +241,11 @@ def test_best_preset_trains_at_every_size(tmp_path, size):
 def test_augmentation_reaches_d_for_real_and_fake(tmp_path):
     """With cutout, every batch D sees, real or generated, has its 14x14 square of zeros."""
     seen = []
-    trainer = Trainer(TrainConfig(epochs=1, batch_size=32, width=16, eval_every=0, augment="cutout", out=str(tmp_path / "a")), data=tiny_data(), progress=False)
+    trainer = Trainer(
+        TrainConfig(epochs=1, batch_size=32, width=16, eval_every=0, augment="cutout", out=str(tmp_path / "a")),
+        data=tiny_data(),
+        progress=False,
+    )
     trainer.discriminator.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
     trainer.train_step(trainer.data.batch(torch.arange(32), trainer.device), generator_step=True)
     assert len(seen) == 3  # real, fake (D step), fake (G step)
@@ -234,23 +268,41 @@ def test_ema_weights_differ_are_checkpointed_and_used_for_sampling(tmp_path):
 
 
 def test_resume_with_ema_and_adaptive_augment_gives_the_same_run(tmp_path):
-    opts = {"model": "dcgan", "loss": "hinge", "ema": 0.99, "augment": "translation", "augment_target": 0.6, "spectral_norm": True}
+    opts = {
+        "model": "dcgan",
+        "loss": "hinge",
+        "ema": 0.99,
+        "augment": "translation",
+        "augment_target": 0.6,
+        "spectral_norm": True,
+    }
     full = run(tmp_path, "full", epochs=2, **opts)
     run(tmp_path, "part", epochs=1, **opts)
     resumed = Trainer(config_for_resume(tmp_path / "part", {"epochs": 2}), data=tiny_data(), progress=False)
     resumed.fit(resume=True)
     assert torch.equal(weights(full), weights(resumed))
-    assert all(torch.equal(a, b) for a, b in zip(full.ema.module.state_dict().values(), resumed.ema.module.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(full.ema.module.state_dict().values(), resumed.ema.module.state_dict().values())
+    )
     assert resumed.ada.p.item() == full.ada.p.item() == load_torch(full.out / "checkpoints" / "last.pt")["augment_p"]
     steps = records(full.out)
     assert steps and all(0 <= r["augment_p"] <= 1 and -1 <= r["d_real_sign"] <= 1 for r in steps)
 
 
-
 @pytest.mark.parametrize("loss", ["lsgan", "wgan-gp"])
 def test_bf16_precision_runs_forward_passes_in_bf16_and_keeps_fp32_weights(tmp_path, loss):
     seen = []
-    cfg = TrainConfig(model="dcgan", loss=loss, epochs=2, batch_size=32, width=16, eval_every=0, precision="bf16", out=str(tmp_path / "b"))
+    cfg = TrainConfig(
+        model="dcgan",
+        loss=loss,
+        epochs=2,
+        batch_size=32,
+        width=16,
+        eval_every=0,
+        precision="bf16",
+        out=str(tmp_path / "b"),
+    )
     trainer = Trainer(cfg, data=tiny_data(), progress=False)
     trainer.discriminator.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
     trainer.fit()
@@ -263,7 +315,11 @@ def test_bf16_precision_runs_forward_passes_in_bf16_and_keeps_fp32_weights(tmp_p
 
 
 def test_bf16_losses_match_fp32_losses_for_the_same_weights(tmp_path):
-    trainer = Trainer(TrainConfig(model="dcgan", width=16, eval_every=0, precision="bf16", out=str(tmp_path / "c")), data=tiny_data(), progress=False)
+    trainer = Trainer(
+        TrainConfig(model="dcgan", width=16, eval_every=0, precision="bf16", out=str(tmp_path / "c")),
+        data=tiny_data(),
+        progress=False,
+    )
     real = trainer.data.batch(torch.arange(64), trainer.device)
     fake = trainer.generator(torch.randn(64, 100, generator=torch.Generator().manual_seed(0))).detach()
     fp32, _ = trainer.loss.d_loss(trainer.augmented_d, real, fake)
@@ -273,14 +329,34 @@ def test_bf16_losses_match_fp32_losses_for_the_same_weights(tmp_path):
     assert abs(bf16.item() - fp32.item()) < 0.02 * abs(fp32.item())
 
 
-@pytest.mark.parametrize("options", [
-    {"model": "mlp-bn", "loss": "gan"},
-    {"model": "resnet", "loss": "hinge", "spectral_norm": True, "r1": 1.0, "augment": "translation,cutout,color", "ema": 0.9},
-    {"model": "dcgan", "loss": "lsgan", "minibatch_std": True},
-    {"model": "progressive", "loss": "wgan-gp", "stages": "16:1,32", "size": 32, "fade_epochs": 0.5, "epochs": 2, "n_critic": 2},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"model": "mlp-bn", "loss": "gan"},
+        {
+            "model": "resnet",
+            "loss": "hinge",
+            "spectral_norm": True,
+            "r1": 1.0,
+            "augment": "translation,cutout,color",
+            "ema": 0.9,
+        },
+        {"model": "dcgan", "loss": "lsgan", "minibatch_std": True},
+        {
+            "model": "progressive",
+            "loss": "wgan-gp",
+            "stages": "16:1,32",
+            "size": 32,
+            "fade_epochs": 0.5,
+            "epochs": 2,
+            "n_critic": 2,
+        },
+    ],
+)
 def test_bf16_trains_every_model_and_option(tmp_path, options):
-    trainer = run(tmp_path, data=tiny_data(size=options.get("size", 28)), **{"epochs": 1, "precision": "bf16", **options})
+    trainer = run(
+        tmp_path, data=tiny_data(size=options.get("size", 28)), **{"epochs": 1, "precision": "bf16", **options}
+    )
     assert all(math.isfinite(r["d_loss"]) for r in records(trainer.out, "epoch"))
 
 
@@ -304,14 +380,15 @@ def test_auto_precision_resolves_per_device_and_is_written_to_the_config(tmp_pat
 
     cpu_has(amx=True, avx512_bf16=False)
     assert resolve_precision("auto", cpu) == "bf16" and resolve_precision("fp32", cpu) == "fp32"
-    trainer = Trainer(TrainConfig(precision="auto", eval_every=0, out=str(tmp_path / "a")), data=tiny_data(), progress=False)
+    trainer = Trainer(
+        TrainConfig(precision="auto", eval_every=0, out=str(tmp_path / "a")), data=tiny_data(), progress=False
+    )
     assert trainer.cfg.precision == "bf16"
     cpu_has(amx=False, avx512_bf16=True)  # e.g. AMD Zen 4
     assert resolve_precision("auto", cpu) == "bf16"
     cpu_has(amx=False, avx512_bf16=False)
     assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     assert resolve_precision("auto", torch.device("mps")) == "fp32"
-
 
 
 def test_max_minutes_finishes_the_run_after_the_epoch_past_the_budget_and_resume_can_extend_it(tmp_path):
@@ -329,7 +406,11 @@ def test_max_minutes_finishes_the_run_after_the_epoch_past_the_budget_and_resume
 def test_max_minutes_counts_earlier_segments(tmp_path):
     run(tmp_path, "seg", epochs=1, max_minutes=1000.0)
     spent = json.loads((tmp_path / "seg" / "run.json").read_text())["wall_time_s"]
-    resumed = Trainer(config_for_resume(tmp_path / "seg", {"epochs": 5, "max_minutes": spent / 60 / 2}), data=tiny_data(), progress=False)
+    resumed = Trainer(
+        config_for_resume(tmp_path / "seg", {"epochs": 5, "max_minutes": spent / 60 / 2}),
+        data=tiny_data(),
+        progress=False,
+    )
     resumed.fit(resume=True)
     assert resumed.epoch == 2  # already past the budget before the resumed segment: one more epoch, then stop
 
@@ -344,9 +425,23 @@ def test_evaluations_never_change_what_training_does(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDGAN_CACHE", str(tmp_path / "cache"))
     root = write_medmnist(tmp_path / "data", n=(96, 16, 48))
     weights = {}
-    for name, every in (("first", 1), ("never", 0), ("every", 1), ("third", 3)):  # "first" trains the extractor into the cache
-        cfg = TrainConfig(dataset="pneumoniamnist", data_root=str(root), model="mlp", batch_size=16, eval_samples=64, epochs=4,
-                          eval_every=every, eval_share=1.0, out=str(tmp_path / name))
+    for name, every in (
+        ("first", 1),
+        ("never", 0),
+        ("every", 1),
+        ("third", 3),
+    ):  # "first" trains the extractor into the cache
+        cfg = TrainConfig(
+            dataset="pneumoniamnist",
+            data_root=str(root),
+            model="mlp",
+            batch_size=16,
+            eval_samples=64,
+            epochs=4,
+            eval_every=every,
+            eval_share=1.0,
+            out=str(tmp_path / name),
+        )
         trainer = Trainer(cfg, progress=False, tensorboard=False)
         trainer.fit()
         weights[name] = trainer.generator.state_dict()
@@ -367,8 +462,18 @@ def test_floors_are_computed_once_per_data_and_kept_on_disk(tmp_path, monkeypatc
     monkeypatch.setattr(evaluate, "_floors", lambda *a: computed.append(1) or original(*a))
 
     def final_eval(name, **changes):
-        cfg = TrainConfig(**{"dataset": "pneumoniamnist", "data_root": str(root), "model": "mlp", "batch_size": 16, "eval_samples": 64,
-                             "epochs": 1, "out": str(tmp_path / name), **changes})
+        cfg = TrainConfig(
+            **{
+                "dataset": "pneumoniamnist",
+                "data_root": str(root),
+                "model": "mlp",
+                "batch_size": 16,
+                "eval_samples": 64,
+                "epochs": 1,
+                "out": str(tmp_path / name),
+                **changes,
+            }
+        )
         Trainer(cfg, progress=False, tensorboard=False).fit()
         return records(tmp_path / name, "eval")[-1]
 
@@ -376,7 +481,9 @@ def test_floors_are_computed_once_per_data_and_kept_on_disk(tmp_path, monkeypatc
     during_training._FLOORS.clear()  # a new process
     second = final_eval("second", seed=1)
     assert computed == [1] and len(list((Path(os.environ["MEDGAN_CACHE"]) / "floors").glob("*.json"))) == 1
-    assert {k: v for k, v in first.items() if k.endswith("_floor")} == {k: v for k, v in second.items() if k.endswith("_floor")}
+    assert {k: v for k, v in first.items() if k.endswith("_floor")} == {
+        k: v for k, v in second.items() if k.endswith("_floor")
+    }
     final_eval("more", eval_samples=48)  # another number of images: other floors
     assert computed == [1, 1]
     during_training._FLOORS.clear()

@@ -73,15 +73,35 @@ def test_validate_metrics_cli_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")
     root = write_medmnist(tmp_path / "data", n=(128, 16, 96))
     out = tmp_path / "val"
-    assert main(["validate-metrics", "--dataset", "pneumoniamnist", "--data-root", str(root), "--extractor", "domain",
-                 "--seeds", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "validate-metrics",
+                "--dataset",
+                "pneumoniamnist",
+                "--data-root",
+                str(root),
+                "--extractor",
+                "domain",
+                "--seeds",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "| fd_domain |" in capsys.readouterr().out
     result = json.loads((out / "validation.json").read_text())
     assert result["n_disturbed"] == 48 and result["seeds"] == 2 and len(result["undisturbed"]) == 2
-    assert {"fd_domain", "kid_domain", "precision_domain", "c2st", "ssim_best", "diversity_ssim"} <= set(result["metrics"])
+    assert {"fd_domain", "kid_domain", "precision_domain", "c2st", "ssim_best", "diversity_ssim"} <= set(
+        result["metrics"]
+    )
     assert "near_copies" not in result["metrics"] and "near_copies" in result["not_validated"]
     fd = result["metrics"]["fd_domain"]
-    assert set(fd["disturbances"]) == set(STRENGTHS) and all(len(j["values"]) == LEVELS + 1 for j in fd["disturbances"].values())
+    assert set(fd["disturbances"]) == set(STRENGTHS) and all(
+        len(j["values"]) == LEVELS + 1 for j in fd["disturbances"].values()
+    )
     # salt-and-pepper at 20% of the pixels is far from these smooth blobs on any extractor
     assert fd["disturbances"]["salt_and_pepper"]["deviation"][-1] > 10 * fd["spread"]
     markdown = (out / "validation.md").read_text()
@@ -95,7 +115,12 @@ def test_validate_metrics_cli_errors(tmp_path, capsys):
     assert main(["validate-metrics", "--dataset", "builtin", "--extractor", "vgg", "--out", str(tmp_path / "v")]) == 2
     assert "unknown extractor" in capsys.readouterr().err
     root = write_medmnist(tmp_path / "data", n=(32, 8, 16))
-    assert main(["validate-metrics", "--dataset", "pneumoniamnist", "--data-root", str(root), "--out", str(tmp_path / "v")]) == 2
+    assert (
+        main(
+            ["validate-metrics", "--dataset", "pneumoniamnist", "--data-root", str(root), "--out", str(tmp_path / "v")]
+        )
+        == 2
+    )
     assert "need >= 40 test images" in capsys.readouterr().err
     assert not (tmp_path / "v").exists()
 

@@ -60,7 +60,9 @@ def parse_policy(policy: str) -> list[str]:
     names = [p.strip() for p in policy.split(",") if p.strip()]
     unknown = [p for p in names if p not in TRANSFORMS]
     if unknown:
-        raise ValueError(f"unknown augmentation(s) {', '.join(unknown)}; choose from {', '.join(TRANSFORMS)} (comma-separated)")
+        raise ValueError(
+            f"unknown augmentation(s) {', '.join(unknown)}; choose from {', '.join(TRANSFORMS)} (comma-separated)"
+        )
     return names
 
 

@@ -21,7 +21,10 @@ TRAIN_FLAGS = {
     "--model": (str, "mlp, mlp-bn, dcgan, resnet or progressive"),
     "--loss": (str, "gan, lsgan, wgan, wgan-gp or hinge"),
     "--epochs": (int, "number of epochs (default 50)"),
-    "--max-minutes": (float, "wall-time budget: stop after the first epoch that ends past it, counting resumed segments (default 0 = none)"),
+    "--max-minutes": (
+        float,
+        "wall-time budget: stop after the first epoch that ends past it, counting resumed segments (default 0 = none)",
+    ),
     "--batch-size": (int, "batch size (default 64)"),
     "--lr": (float, "Adam learning rate (default 2e-4)"),
     "--lr-d": (float, "discriminator learning rate, for two time-scale updates (default 0 = --lr)"),
@@ -31,30 +34,59 @@ TRAIN_FLAGS = {
     "--latent-dim": (int, "size of the noise vector (default 100)"),
     "--width": (int, "base channel width of the dcgan and resnet nets (default 64)"),
     "--spectral-norm": (bool, "spectral normalisation on every layer of D (default off)"),
-    "--minibatch-std": (bool, "D (dcgan, resnet) sees each group of 4 images' feature std as one more channel (default off)"),
+    "--minibatch-std": (
+        bool,
+        "D (dcgan, resnet) sees each group of 4 images' feature std as one more channel (default off)",
+    ),
     "--r1": (float, "R1 penalty weight gamma on D's gradient at real images (default 0 = off)"),
     "--augment": (str, "DiffAugment policy for D's inputs: comma-separated translation,cutout,color (default off)"),
-    "--augment-target": (float, "ADA: apply the augment policy with a probability adapted so that D's sign on real images averages this, e.g. 0.6 (default 0 = always)"),
+    "--augment-target": (
+        float,
+        "ADA: apply the augment policy with a probability adapted so that D's sign on real images averages this, e.g. 0.6 (default 0 = always)",
+    ),
     "--conditional": (bool, "class-conditional G and D on the dataset's labels (one sample-grid row per class)"),
-    "--ema": (float, "decay of the generator weight average used for samples and evaluation, e.g. 0.999 (default 0 = off)"),
-    "--stages": (str, "progressive: SIZE:EPOCHS of every stage but the last, e.g. 32:10,64 (the last stage takes the remaining epochs)"),
+    "--ema": (
+        float,
+        "decay of the generator weight average used for samples and evaluation, e.g. 0.999 (default 0 = off)",
+    ),
+    "--stages": (
+        str,
+        "progressive: SIZE:EPOCHS of every stage but the last, e.g. 32:10,64 (the last stage takes the remaining epochs)",
+    ),
     "--fade-epochs": (float, "progressive: epochs over which each new resolution fades in (default 1)"),
     "--seed": (int, "random seed (default 0)"),
     "--device": (str, "auto, cpu, cuda or cuda:N (default auto)"),
-    "--precision": (str, "fp32, bf16 (bfloat16 autocast: ~2x per step on a CPU with AMX or AVX512-BF16), or auto: bf16 where the device has bf16 units (default fp32)"),
+    "--precision": (
+        str,
+        "fp32, bf16 (bfloat16 autocast: ~2x per step on a CPU with AMX or AVX512-BF16), or auto: bf16 where the device has bf16 units (default fp32)",
+    ),
     "--out": (str, "run directory (default runs/<dataset>-<model>-<loss>-s<seed>)"),
     "--log-every": (int, "steps between logged records (default 10)"),
-    "--eval-every": (int, "evaluate with the domain extractor at most every K epochs, as --eval-share allows, and at the end (default 1; 0 = never)"),
-    "--eval-share": (float, "the most of the wall time that evaluations during training may take (default 0.08; 1 = every --eval-every epochs)"),
-    "--checkpoint-every-s": (float, "seconds between checkpoints, also written at the end and on Ctrl-C (default 60; 0 = every epoch)"),
+    "--eval-every": (
+        int,
+        "evaluate with the domain extractor at most every K epochs, as --eval-share allows, and at the end (default 1; 0 = never)",
+    ),
+    "--eval-share": (
+        float,
+        "the most of the wall time that evaluations during training may take (default 0.08; 1 = every --eval-every epochs)",
+    ),
+    "--checkpoint-every-s": (
+        float,
+        "seconds between checkpoints, also written at the end and on Ctrl-C (default 60; 0 = every epoch)",
+    ),
     "--grid-every-s": (float, "seconds between sample grids, also written at the end (default 120; 0 = every epoch)"),
     "--eval-samples": (int, "generated images per evaluation during training (default 2000)"),
-    "--keep-best": (str, "c2st, fd_domain, kid_domain, precision_domain, recall_domain or coverage_domain: evaluate on the "
-                         "validation split and keep checkpoints/best.pt, which sample and evaluate then use (default off)"),
+    "--keep-best": (
+        str,
+        "c2st, fd_domain, kid_domain, precision_domain, recall_domain or coverage_domain: evaluate on the "
+        "validation split and keep checkpoints/best.pt, which sample and evaluate then use (default off)",
+    ),
 }
 
 # Settings a study shares across all its runs (model and loss are what a study varies).
-COMPARE_TRAIN_FLAGS = tuple(f for f in TRAIN_FLAGS if f not in ("--dataset", "--model", "--loss", "--seed", "--out", "--log-every"))
+COMPARE_TRAIN_FLAGS = tuple(
+    f for f in TRAIN_FLAGS if f not in ("--dataset", "--model", "--loss", "--seed", "--out", "--log-every")
+)
 
 
 def _key(flag: str) -> str:
@@ -74,12 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medgan", description="Train, compare and evaluate GANs on medical images.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train one GAN", description="Train one GAN. Flags override --config, which overrides the defaults.")
+    train = sub.add_parser(
+        "train",
+        help="train one GAN",
+        description="Train one GAN. Flags override --config, which overrides the defaults.",
+    )
     train.add_argument("--config", help="TOML file with training settings (keys as the flags, with _ for -)")
-    train.add_argument("--preset", help="a recipe to start from, overridden by --config and flags: best or small-data (by image size)")
+    train.add_argument(
+        "--preset", help="a recipe to start from, overridden by --config and flags: best or small-data (by image size)"
+    )
     _add_train_flags(train, TRAIN_FLAGS)
-    train.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: one run per seed, trained at once as one pack "
-                       "(medgan.packed), each in its own folder: --out DIR/s<seed> (default runs/<dataset>-<model>-<loss>-s<seed>)")
+    train.add_argument(
+        "--seeds",
+        help="comma-separated seeds, e.g. 0,1,2: one run per seed, trained at once as one pack "
+        "(medgan.packed), each in its own folder: --out DIR/s<seed> (default runs/<dataset>-<model>-<loss>-s<seed>)",
+    )
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard event files")
@@ -89,28 +130,53 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("-n", type=int, default=1000, help="number of images (default 1000)")
     sample.add_argument("--out", required=True, help="FILE.npz (MedMNIST layout) or a folder for PNG files")
     sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    sample.add_argument("--labels", default="balanced", choices=["balanced", "as-train"],
-                        help="conditional runs: classes in turn (balanced, default) or label rows drawn from the train split")
-    sample.add_argument("--with-real-splits", action="store_true",
-                        help=".npz: also copy the real val and test splits, so medgan and MedMNIST tools load the file as a dataset")
+    sample.add_argument(
+        "--labels",
+        default="balanced",
+        choices=["balanced", "as-train"],
+        help="conditional runs: classes in turn (balanced, default) or label rows drawn from the train split",
+    )
+    sample.add_argument(
+        "--with-real-splits",
+        action="store_true",
+        help=".npz: also copy the real val and test splits, so medgan and MedMNIST tools load the file as a dataset",
+    )
     sample.add_argument("--device", default="auto")
-    sample.add_argument("--checkpoint", default="auto", choices=["auto", "best", "last"],
-                        help="best (kept by keep_best), last, or auto = best when the run kept one (default)")
+    sample.add_argument(
+        "--checkpoint",
+        default="auto",
+        choices=["auto", "best", "last"],
+        help="best (kept by keep_best), last, or auto = best when the run kept one (default)",
+    )
 
-    cmp = sub.add_parser("compare", help="train many variants x seeds under identical settings and aggregate",
-                         description="Runs go to OUT/runs/<model>-<loss>-s<seed>/; re-running skips finished runs and resumes the rest.")
+    cmp = sub.add_parser(
+        "compare",
+        help="train many variants x seeds under identical settings and aggregate",
+        description="Runs go to OUT/runs/<model>-<loss>-s<seed>/; re-running skips finished runs and resumes the rest.",
+    )
     cmp.add_argument("--preset", help="quickstart or seed-chestmnist (flags override it)")
-    cmp.add_argument("--config", help="TOML study file: dataset, models, losses, seeds, out; shared settings under [train]")
+    cmp.add_argument(
+        "--config", help="TOML study file: dataset, models, losses, seeds, out; shared settings under [train]"
+    )
     cmp.add_argument("--dataset")
     cmp.add_argument("--models", help="comma-separated, e.g. mlp,dcgan")
     cmp.add_argument("--losses", help="comma-separated, e.g. gan,lsgan,wgan,wgan-gp")
     cmp.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
     cmp.add_argument("--out", help="study directory (default study)")
-    cmp.add_argument("--backend", default="local", choices=["local", "ray"], help="local: runs in sequence (default); ray: one Ray task per run")
+    cmp.add_argument(
+        "--backend",
+        default="local",
+        choices=["local", "ray"],
+        help="local: runs in sequence (default); ray: one Ray task per run",
+    )
     cmp.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray instance)")
-    cmp.add_argument("--pack", default="off", help="train runs that differ only in seed and loss K at a time as one pack "
-                     "(one set of kernels; each run keeps its own folder): off (default), K, or auto: pack where a few seconds "
-                     "of measurement on the device say it is faster (never on a CPU, where it was measured slower)")
+    cmp.add_argument(
+        "--pack",
+        default="off",
+        help="train runs that differ only in seed and loss K at a time as one pack "
+        "(one set of kernels; each run keeps its own folder): off (default), K, or auto: pack where a few seconds "
+        "of measurement on the device say it is faster (never on a CPU, where it was measured slower)",
+    )
     _add_train_flags(cmp, COMPARE_TRAIN_FLAGS)
 
     ev = sub.add_parser("evaluate", help="metrics of generated images against the real data, with real-vs-real floors")
@@ -125,17 +191,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="metrics JSON path (default: metrics.json beside the source)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
-    ev.add_argument("--checkpoint", default="auto", choices=["auto", "best", "last"], help="a run's checkpoint, as for sample")
+    ev.add_argument(
+        "--checkpoint", default="auto", choices=["auto", "best", "last"], help="a run's checkpoint, as for sample"
+    )
 
-    val = sub.add_parser("validate-metrics", help="check that each metric notices disturbed real images (FID-paper protocol)",
-                         description="Disturbs real test images (noise, blur, salt-and-pepper, rectangles, swirl, mixed-in "
-                                     "images) at 4 levels and reports which metrics grow monotonically and beyond their own noise.")
+    val = sub.add_parser(
+        "validate-metrics",
+        help="check that each metric notices disturbed real images (FID-paper protocol)",
+        description="Disturbs real test images (noise, blur, salt-and-pepper, rectangles, swirl, mixed-in "
+        "images) at 4 levels and reports which metrics grow monotonically and beyond their own noise.",
+    )
     val.add_argument("--dataset", required=True)
     val.add_argument("--data-root", default=None)
     val.add_argument("--size", type=int, default=28)
     val.add_argument("--channels", type=int, default=None)
-    val.add_argument("--extractor", default="domain,inception", help="comma-separated: domain, inception (default both)")
-    val.add_argument("--samples", type=int, default=1000, help="images per side (disturbed, reference), at most half the test split")
+    val.add_argument(
+        "--extractor", default="domain,inception", help="comma-separated: domain, inception (default both)"
+    )
+    val.add_argument(
+        "--samples", type=int, default=1000, help="images per side (disturbed, reference), at most half the test split"
+    )
     val.add_argument("--seeds", type=int, default=5, help="random splits for the seed-to-seed spread (default 5)")
     val.add_argument("--inception-weights", default=None)
     val.add_argument("--out", default=None, help="output folder (default runs/validate-<dataset>)")
@@ -192,12 +267,18 @@ def _train_seeds(args, cfg, given: dict) -> int:
         raise MedganError("--seeds takes distinct seeds (e.g. 0,1,2), and not together with --seed")
     cfgs = [cfg.replace(seed=s, out=str(Path(cfg.out) / f"s{s}") if cfg.out else "") for s in seeds]
     if args.resume:
-        cfgs = [config_for_resume(c.out or default_run_dir(c), {k: getattr(c, k) for k in given if k != "out"}) for c in cfgs]
+        cfgs = [
+            config_for_resume(c.out or default_run_dir(c), {k: getattr(c, k) for k in given if k != "out"})
+            for c in cfgs
+        ]
     pack = Pack(cfgs, progress=not args.no_progress, tensorboard=not args.no_tensorboard)
     outs = pack.fit(resume=args.resume)
     folders = " ".join(str(out) for out in outs)
     if pack.members[0].stop_requested:
-        print(f"interrupted: checkpoints written; continue with the same command and --resume ({folders})", file=sys.stderr)
+        print(
+            f"interrupted: checkpoints written; continue with the same command and --resume ({folders})",
+            file=sys.stderr,
+        )
         return 130
     print(f"finished: {folders}")
     return 0
@@ -214,7 +295,10 @@ def cmd_sample(args) -> int:
     if args.with_real_splits:
         if not args.out.endswith(".npz"):
             raise MedganError("--with-real-splits needs an --out FILE.npz")
-        real = {split: load_dataset(cfg.dataset, split, cfg.size, cfg.channels, cfg.data_root or None) for split in ("val", "test")}
+        real = {
+            split: load_dataset(cfg.dataset, split, cfg.size, cfg.channels, cfg.data_root or None)
+            for split in ("val", "test")
+        }
     out = write_images(images, args.out, labels, real)
     print(f"wrote {len(images)} images" + (f" with {args.labels} labels" if labels is not None else "") + f" to {out}")
     return 0
@@ -232,11 +316,19 @@ def _read_images(source: Path, size: int):
                 array = z["train_images"]
                 if len(array) == 0:
                     raise MedganError(f"{source} holds no images (train_images is empty): nothing to evaluate")
-                labels = torch.from_numpy(z["train_labels"].astype(np.int64)).view(len(array), -1) if "train_labels" in z else None
+                labels = (
+                    torch.from_numpy(z["train_labels"].astype(np.int64)).view(len(array), -1)
+                    if "train_labels" in z
+                    else None
+                )
         except (OSError, ValueError, KeyError, EOFError) as e:
-            raise MedganError(f"{source} is not a MedMNIST-format .npz with train_images ({type(e).__name__}: {e})") from None
+            raise MedganError(
+                f"{source} is not a MedMNIST-format .npz with train_images ({type(e).__name__}: {e})"
+            ) from None
         if array.dtype != np.uint8 or array.ndim not in (3, 4):
-            raise MedganError(f"{source}: train_images must be uint8 (N, H, W) or (N, H, W, 3), got {array.dtype} {array.shape}")
+            raise MedganError(
+                f"{source}: train_images must be uint8 (N, H, W) or (N, H, W, 3), got {array.dtype} {array.shape}"
+            )
         images = torch.from_numpy(array)
         return (images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()), labels
     from medgan.data.folder import load_folder
@@ -250,11 +342,21 @@ def cmd_compare(args) -> int:
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None
     train = {_key(f): getattr(args, _key(f)) for f in COMPARE_TRAIN_FLAGS if getattr(args, _key(f)) is not None}
     file = load_study_file(args.config) if args.config else None
-    study = study_from_args(args.preset, file, dataset=args.dataset, models=split(args.models), losses=split(args.losses),
-                            seeds=args.seeds, out=args.out, train=train)
+    study = study_from_args(
+        args.preset,
+        file,
+        dataset=args.dataset,
+        models=split(args.models),
+        losses=split(args.losses),
+        seeds=args.seeds,
+        out=args.out,
+        train=train,
+    )
     results = compare(study, args.backend, args.ray_address, args.pack)
     failed = sum(r["status"] != "finished" for r in results["runs"])
-    print(f"wrote {study.out}/report.md, results.csv, results.json ({len(results['runs'])} runs, {failed} not finished)")
+    print(
+        f"wrote {study.out}/report.md, results.csv, results.json ({len(results['runs'])} runs, {failed} not finished)"
+    )
     return 0
 
 
@@ -292,7 +394,9 @@ def cmd_evaluate(args) -> int:
         raise MedganError(f"{source} does not exist (give a run directory, a .npz file or a folder of images)")
     images = convert_channels(images, train.channels).contiguous()
     if tuple(images.shape[1:]) != train.shape:
-        raise MedganError(f"generated images are {tuple(images.shape[1:])} but {dataset} at --size {size} is {train.shape}")
+        raise MedganError(
+            f"generated images are {tuple(images.shape[1:])} but {dataset} at --size {size} is {train.shape}"
+        )
     if labels is not None and (labels.shape != (len(images), train.labels.shape[1]) or not labels.any()):
         labels = None  # an unconditional run's export: all-zero labels say nothing; TSTR needs real labels
     result = evaluate(images, train, test, extractors, device, args.inception_weights, seed=args.seed, labels=labels)
@@ -315,8 +419,16 @@ def cmd_validate_metrics(args) -> int:
     test = load_dataset(args.dataset, "test", args.size, train.channels, args.data_root)
     out = Path(args.out or f"runs/validate-{args.dataset.replace('/', '_').replace(':', '-')}")
     try:
-        result = validate_metrics(train, test, extractors, args.samples, args.seeds, resolve_device(args.device),
-                                  args.inception_weights, log=lambda text: print(text, file=sys.stderr))
+        result = validate_metrics(
+            train,
+            test,
+            extractors,
+            args.samples,
+            args.seeds,
+            resolve_device(args.device),
+            args.inception_weights,
+            log=lambda text: print(text, file=sys.stderr),
+        )
     except ValueError as e:
         raise MedganError(str(e)) from None
     write_validation(result, out)
@@ -350,7 +462,8 @@ def cmd_data(args) -> int:
     if name not in dataset_names():
         raise MedganError(f"unknown dataset {name!r}; choose from {', '.join(dataset_names())}")
     if name == "builtin":
-        from medgan.data.builtin import COUNTS, LABEL_NAMES, __doc__ as text
+        from medgan.data.builtin import COUNTS, LABEL_NAMES
+        from medgan.data.builtin import __doc__ as text
 
         print(text.strip())
         print(f"splits: {COUNTS}; labels: {LABEL_NAMES}; any --size; 3 channels (use --channels 1 for grey)")
@@ -366,18 +479,31 @@ def cmd_data(args) -> int:
     return 0
 
 
-
-UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)  # a full disk, a read-only or forbidden place
+UNWRITABLE = (
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+)  # a full disk, a read-only or forbidden place
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "sample": cmd_sample, "compare": cmd_compare, "evaluate": cmd_evaluate,
-                "validate-metrics": cmd_validate_metrics, "data": cmd_data}
+    handlers = {
+        "train": cmd_train,
+        "sample": cmd_sample,
+        "compare": cmd_compare,
+        "evaluate": cmd_evaluate,
+        "validate-metrics": cmd_validate_metrics,
+        "data": cmd_data,
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("always", MedganWarning)
         original = warnings.formatwarning
-        warnings.formatwarning = lambda m, c, f, l, line=None: f"medgan: warning: {m}\n" if issubclass(c, MedganWarning) else original(m, c, f, l, line)
+        warnings.formatwarning = lambda m, c, f, l, line=None: (
+            f"medgan: warning: {m}\n" if issubclass(c, MedganWarning) else original(m, c, f, l, line)
+        )
         try:
             return handlers[args.command](args)
         except MedganError as e:
@@ -386,8 +512,11 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             if e.errno not in UNWRITABLE:
                 raise
-            print(f"medgan: error: cannot write {e.filename or 'a file'}: {e.strerror}. Free some space or choose a writable --out; "
-                  "the files written before are intact (every write is atomic) and --resume continues an interrupted run.", file=sys.stderr)
+            print(
+                f"medgan: error: cannot write {e.filename or 'a file'}: {e.strerror}. Free some space or choose a writable --out; "
+                "the files written before are intact (every write is atomic) and --resume continues an interrupted run.",
+                file=sys.stderr,
+            )
             return 2
         finally:
             warnings.formatwarning = original

@@ -36,7 +36,9 @@ class TrainConfig:
     model: str = "mlp"
     loss: str = "lsgan"
     epochs: int = 50
-    max_minutes: float = 0.0  # wall-time budget over all of a run's segments: stop after the first epoch past it; 0 = none
+    max_minutes: float = (
+        0.0  # wall-time budget over all of a run's segments: stop after the first epoch past it; 0 = none
+    )
     batch_size: int = 64
     lr: float = 2e-4  # generator learning rate (and D's unless lr_d is set)
     lr_d: float = 0.0  # discriminator learning rate for two time-scale updates (TTUR); 0 = lr
@@ -46,7 +48,9 @@ class TrainConfig:
     latent_dim: int = 100
     width: int = 64  # base channel width of convolutional nets (dcgan, resnet)
     spectral_norm: bool = False  # spectral normalisation on every layer of D (then no batch norm in D)
-    minibatch_std: bool = False  # D (dcgan, resnet) sees each group of 4 images' feature std as one more channel (ProGAN)
+    minibatch_std: bool = (
+        False  # D (dcgan, resnet) sees each group of 4 images' feature std as one more channel (ProGAN)
+    )
     r1: float = 0.0  # R1 penalty weight gamma on D's gradient at real images; 0 = off
     augment: str = ""  # DiffAugment policy for D's inputs, e.g. "translation,cutout" (also: color); "" = off
     augment_target: float = 0.0  # ADA: apply each augmentation with a probability adapted so E[sign D(real)] stays near this (e.g. 0.6); 0 = always apply
@@ -62,14 +66,18 @@ class TrainConfig:
     out: str = ""  # "" = runs/<dataset>-<model>-<loss>-s<seed>
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard scalar records
     grid_size: int = 64  # images in the per-epoch sample grid (fixed noise)
-    eval_every: int = 1  # evaluate with the domain extractor at most every K epochs (as eval_share allows) and at the end; 0 = never
+    eval_every: int = (
+        1  # evaluate with the domain extractor at most every K epochs (as eval_share allows) and at the end; 0 = never
+    )
     eval_share: float = 0.08  # the most of the run's wall time that evaluations during training may take (1 = every eval_every epochs); 0.08 leaves room for the final one
     checkpoint_every_s: float = 60.0  # seconds between checkpoints (also at the end and on a stop); 0 = every epoch
-    grid_every_s: float = 120.0  # seconds between sample grids (PNG and TensorBoard image; also the last epoch); 0 = every epoch
+    grid_every_s: float = (
+        120.0  # seconds between sample grids (PNG and TensorBoard image; also the last epoch); 0 = every epoch
+    )
     eval_samples: int = 2000  # generated images per evaluation during training
     keep_best: str = ""  # e.g. "c2st": evaluations use the validation split and keep checkpoints/best.pt, which sampling uses; "" = off
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return check(dataclasses.replace(self, **changes))
 
     def to_dict(self) -> dict:
@@ -119,9 +127,13 @@ def check(cfg: TrainConfig) -> TrainConfig:
     if not cfg.lr > 0 or cfg.lr_d < 0:
         raise MedganError(f"lr must be > 0 and lr_d >= 0 (0 = lr), got {cfg.lr}, {cfg.lr_d}")
     if not 0 < cfg.eval_share <= 1:
-        raise MedganError(f"eval_share must be in (0, 1] (e.g. 0.1 = evaluations take at most 10% of the run), got {cfg.eval_share}")
+        raise MedganError(
+            f"eval_share must be in (0, 1] (e.g. 0.1 = evaluations take at most 10% of the run), got {cfg.eval_share}"
+        )
     if cfg.checkpoint_every_s < 0 or cfg.grid_every_s < 0:
-        raise MedganError(f"checkpoint_every_s and grid_every_s must be >= 0 (0 = every epoch), got {cfg.checkpoint_every_s}, {cfg.grid_every_s}")
+        raise MedganError(
+            f"checkpoint_every_s and grid_every_s must be >= 0 (0 = every epoch), got {cfg.checkpoint_every_s}, {cfg.grid_every_s}"
+        )
     if cfg.max_minutes < 0:
         raise MedganError(f"max_minutes must be >= 0 (0 = no time budget), got {cfg.max_minutes}")
     if cfg.r1 < 0:
@@ -135,20 +147,28 @@ def check(cfg: TrainConfig) -> TrainConfig:
     if not 0 <= cfg.augment_target < 1:
         raise MedganError(f"augment_target must be in [0, 1) (e.g. 0.6; 0 = always augment), got {cfg.augment_target}")
     if cfg.augment_target and not cfg.augment:
-        raise MedganError("augment_target adapts how often the augment policy is applied: set augment too, e.g. \"translation,cutout\"")
+        raise MedganError(
+            'augment_target adapts how often the augment policy is applied: set augment too, e.g. "translation,cutout"'
+        )
     if cfg.augment_target and LOSSES[cfg.loss].undecided is None:
-        raise MedganError(f"augment_target needs a loss whose D says real or fake (gan, lsgan, hinge); {cfg.loss} is a critic")
+        raise MedganError(
+            f"augment_target needs a loss whose D says real or fake (gan, lsgan, hinge); {cfg.loss} is a critic"
+        )
     if cfg.minibatch_std and cfg.model not in MINIBATCH_STD_MODELS:
-        raise MedganError(f"minibatch_std is an option of the {' and '.join(MINIBATCH_STD_MODELS)} discriminators"
-                          f" (progressive's always has it); model is {cfg.model!r}")
+        raise MedganError(
+            f"minibatch_std is an option of the {' and '.join(MINIBATCH_STD_MODELS)} discriminators"
+            f" (progressive's always has it); model is {cfg.model!r}"
+        )
     if cfg.model == "progressive" or cfg.stages:
         StageSchedule.from_config(cfg)  # raises MedganError saying what is wrong with the schedule
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
         raise MedganError(f"beta1 and beta2 must be in [0, 1), got {cfg.beta1}, {cfg.beta2}")
     if cfg.keep_best and cfg.keep_best not in KEEP_BEST:
-        raise MedganError(f"keep_best must be one of {', '.join(KEEP_BEST)} (or \"\" = off); got {cfg.keep_best!r}")
+        raise MedganError(f'keep_best must be one of {", ".join(KEEP_BEST)} (or "" = off); got {cfg.keep_best!r}')
     if cfg.keep_best and not cfg.eval_every:
-        raise MedganError(f"keep_best = {cfg.keep_best!r} picks among the evaluations during training: set eval_every >= 1")
+        raise MedganError(
+            f"keep_best = {cfg.keep_best!r} picks among the evaluations during training: set eval_every >= 1"
+        )
     if cfg.precision not in PRECISIONS:
         raise MedganError(f"precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):

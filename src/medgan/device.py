@@ -22,7 +22,9 @@ def resolve_precision(name: str, device: torch.device) -> str:
     measured 1.9x and 1.7x faster; CUDA GPUs with native bf16), else fp32. ``bf16`` on a GPU without bf16
     support is an error."""
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise MedganError(f"--precision bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} has none: use --precision fp32")
+        raise MedganError(
+            f"--precision bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} has none: use --precision fp32"
+        )
     if name != "auto":
         return name
     if device.type == "cuda":

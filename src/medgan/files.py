@@ -86,14 +86,20 @@ def load_torch(path):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # what weights_only raises for anything but tensors and plain values
-        raise MedganError(f"{path} holds pickled objects or code, not only tensors: it is not a medgan checkpoint and was not loaded") from None
+        raise MedganError(
+            f"{path} holds pickled objects or code, not only tensors: it is not a medgan checkpoint and was not loaded"
+        ) from None
     except (RuntimeError, EOFError, ValueError, UnicodeDecodeError) as e:
-        raise MedganError(f"{path} cannot be read: it is truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise MedganError(
+            f"{path} cannot be read: it is truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
     if isinstance(obj, dict) and CHECKSUM in obj:  # checkpoints written before the checksum load as they are
         expected = obj.pop(CHECKSUM)
         if checksum(obj) != expected:
-            raise MedganError(f"{path} is damaged: its contents do not match the checksum saved with them (a flipped bit, a bad "
-                              "copy), so it was not used. Copy it again from a good source, or delete it to start over")
+            raise MedganError(
+                f"{path} is damaged: its contents do not match the checksum saved with them (a flipped bit, a bad "
+                "copy), so it was not used. Copy it again from a good source, or delete it to start over"
+            )
     return obj
 
 
@@ -113,7 +119,7 @@ class FolderLock:
     def __init__(self, folder: str | os.PathLike, what: str):
         self.path, self.what, self._file = Path(folder) / ".lock", what, None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,10 +130,15 @@ class FolderLock:
             handle.seek(0)
             holder = handle.read().strip() or "another medgan command"
             handle.close()
-            raise MedganError(f"{self.path.parent} is in use by {holder}. Wait for it to finish or stop it, then run this again.") from None
+            raise MedganError(
+                f"{self.path.parent} is in use by {holder}. Wait for it to finish or stop it, then run this again."
+            ) from None
         except OSError as e:  # a filesystem without locks (some network mounts): go on, unguarded, and say so
-            warnings.warn(f"{self.path.parent} cannot be locked ({e.strerror}): a second command on it would not be stopped",
-                          MedganWarning, stacklevel=2)
+            warnings.warn(
+                f"{self.path.parent} cannot be locked ({e.strerror}): a second command on it would not be stopped",
+                MedganWarning,
+                stacklevel=2,
+            )
         self._file, self.started = handle, time.time()
         self.update(self.what)
         return self
@@ -136,7 +147,9 @@ class FolderLock:
         """Say what the holder is doing now (shown to a second command that finds the folder in use)."""
         self._file.seek(0)
         self._file.truncate()
-        self._file.write(f"{doing} (pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S', time.localtime(self.started))})")
+        self._file.write(
+            f"{doing} (pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S', time.localtime(self.started))})"
+        )
         self._file.flush()
 
     def __exit__(self, *exc) -> None:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES: dict[str, type["GANLoss"]] = {}
+LOSSES: dict[str, type[GANLoss]] = {}
 
 
 def register(name: str):
@@ -42,8 +42,13 @@ class GANLoss:
         mixed_grad = input_gradient(disc(mixed), mixed) if self.gp_weight else None
         return self.d_loss_from(real_out, fake_out, real_grad, mixed_grad)
 
-    def d_loss_from(self, real_out: torch.Tensor, fake_out: torch.Tensor, real_grad: torch.Tensor | None = None,
-                    mixed_grad: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    def d_loss_from(
+        self,
+        real_out: torch.Tensor,
+        fake_out: torch.Tensor,
+        real_grad: torch.Tensor | None = None,
+        mixed_grad: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict]:
         """D's loss and stats from its scores and, for the penalties, its input gradients at the real images (R1)
         and at the real/fake mixtures (gradient penalty). Packed runs call it once per member."""
         loss, stats = self.d_from_scores(real_out, fake_out), self.stats(real_out, fake_out)
@@ -145,7 +150,9 @@ def input_gradient(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def interpolate(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Random points between real and fake images (one mixing weight per image), where WGAN-GP takes D's gradient."""
     alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
-    return torch.lerp(real.detach(), fake.detach().to(real.dtype), alpha).requires_grad_(True)  # fake is bf16 under autocast
+    return torch.lerp(real.detach(), fake.detach().to(real.dtype), alpha).requires_grad_(
+        True
+    )  # fake is bf16 under autocast
 
 
 def unit_gradient_penalty(grad: torch.Tensor) -> torch.Tensor:

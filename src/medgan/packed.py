@@ -128,7 +128,7 @@ class PackMember(Trainer):
     """A run of a pack: an ordinary trainer whose nets, weight average and optimiser moments are views of the
     pack's stacked tensors. Its checkpoints hold its own slice only, in the format of an unpacked run."""
 
-    pack: "Pack"
+    pack: Pack
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """What D sees of ``x``: through the run's augmentation (drawing from the global generators) when it has one."""
@@ -156,14 +156,27 @@ def _own_copies(value):
 class Pack:
     """K runs trained as one: ``Pack(configs).fit()`` trains (or with ``resume`` continues) every member to its end."""
 
-    def __init__(self, cfgs: list[TrainConfig], data: ImageSet | None = None, progress: bool = True, tensorboard: bool = True):
+    def __init__(
+        self, cfgs: list[TrainConfig], data: ImageSet | None = None, progress: bool = True, tensorboard: bool = True
+    ):
         problems = [f"{c.out or c.seed}: {unsupported(c)}" for c in cfgs if unsupported(c)]
         if problems:
-            raise MedganError(f"packed training does not support {'; '.join(problems)}; train these runs one at a time (--pack off)")
+            raise MedganError(
+                f"packed training does not support {'; '.join(problems)}; train these runs one at a time (--pack off)"
+            )
         if len({pack_key(c) for c in cfgs}) > 1:
-            differ = sorted({k for c in cfgs for k, v in c.to_dict().items() if k not in FREE_SETTINGS and v != cfgs[0].to_dict()[k]})
-            raise MedganError(f"these runs cannot train as one pack: they differ in {', '.join(differ) or 'n_critic or gradient penalty of their losses'} "
-                              f"(a pack shares every setting but {', '.join(FREE_SETTINGS)})")
+            differ = sorted(
+                {
+                    k
+                    for c in cfgs
+                    for k, v in c.to_dict().items()
+                    if k not in FREE_SETTINGS and v != cfgs[0].to_dict()[k]
+                }
+            )
+            raise MedganError(
+                f"these runs cannot train as one pack: they differ in {', '.join(differ) or 'n_critic or gradient penalty of their losses'} "
+                f"(a pack shares every setting but {', '.join(FREE_SETTINGS)})"
+            )
         first = cfgs[0]
         data = data or load_dataset(first.dataset, "train", first.size, first.channels or None, first.data_root or None)
         self.members: list[PackMember] = []
@@ -193,8 +206,10 @@ class Pack:
             for i, param in enumerate(packed.param_groups[0]["params"]):
                 states = [opt.state.get(opt.param_groups[0]["params"][i]) for opt in member_opts]
                 if states[0]:
-                    packed.state[param] = {key: torch.stack([s[key] for s in states]) if value.dim() else value.clone()
-                                           for key, value in states[0].items()}
+                    packed.state[param] = {
+                        key: torch.stack([s[key] for s in states]) if value.dim() else value.clone()
+                        for key, value in states[0].items()
+                    }
 
     def unstack_optimizers(self, member: PackMember) -> None:
         """Write the member's slice of the stacked Adam moments into its own optimisers (for its checkpoint)."""
@@ -202,7 +217,10 @@ class Pack:
         for packed, own in ((self.opt_g, member.opt_g), (self.opt_d, member.opt_d)):
             for param, own_param in zip(packed.param_groups[0]["params"], own.param_groups[0]["params"]):
                 if param in packed.state:
-                    own.state[own_param] = {key: value[k].clone() if value.dim() else value.clone() for key, value in packed.state[param].items()}
+                    own.state[own_param] = {
+                        key: value[k].clone() if value.dim() else value.clone()
+                        for key, value in packed.state[param].items()
+                    }
 
     # ----- one step ----------------------------------------------------------------------------
     def each(self, draw) -> list:
@@ -238,9 +256,20 @@ class Pack:
         with autocast():
             real_out, fake_out = self.run_d(real_in), self.run_d(fake_in)
             real_grad = input_gradient(real_out, real) if loss0.r1 else None
-            mixed_grad = torch.autograd.grad(self.run_d(torch.stack(mixed_in)).sum(), mixed, create_graph=True) if loss0.gp_weight else None
-            results = [m.loss.d_loss_from(real_out[k], fake_out[k], real_grad[k] if real_grad is not None else None,
-                                          mixed_grad[k] if mixed_grad is not None else None) for k, m in enumerate(ms)]
+            mixed_grad = (
+                torch.autograd.grad(self.run_d(torch.stack(mixed_in)).sum(), mixed, create_graph=True)
+                if loss0.gp_weight
+                else None
+            )
+            results = [
+                m.loss.d_loss_from(
+                    real_out[k],
+                    fake_out[k],
+                    real_grad[k] if real_grad is not None else None,
+                    mixed_grad[k] if mixed_grad is not None else None,
+                )
+                for k, m in enumerate(ms)
+            ]
         self.opt_d.zero_grad(set_to_none=True)
         sum(loss for loss, _ in results).backward()
         self.opt_d.step()
@@ -276,14 +305,18 @@ class Pack:
         ms, logs, error = self.members, [], None
         with ExitStack() as held:
             for m in ms:
-                held.enter_context(files.FolderLock(m.out, f"medgan packed training of {m.out} (one of {len(ms)} runs)"))
+                held.enter_context(
+                    files.FolderLock(m.out, f"medgan packed training of {m.out} (one of {len(ms)} runs)")
+                )
             try:
                 for m, stream in zip(ms, self.streams):
                     with stream.active():  # a resume loads the member's random state into its stream
                         logs.append(m.open(resume))
                 if len({(m.epoch, m.batch_index, m.step) for m in ms}) > 1:
-                    raise MedganError("the pack's runs stopped at different steps; resume each alone "
-                                      "(medgan train --resume --out RUN) or all with --pack off")
+                    raise MedganError(
+                        "the pack's runs stopped at different steps; resume each alone "
+                        "(medgan train --resume --out RUN) or all with --pack off"
+                    )
                 self.stack()
                 with stop_on_signals(self.request_stop):
                     self._loop(logs)
@@ -304,8 +337,14 @@ class Pack:
         cfg = lead.cfg
         budget = f" ({cfg.max_minutes:g} min budget)" if cfg.max_minutes else ""
         per_epoch = lead.batches_per_epoch()
-        bar = tqdm(total=None if cfg.max_minutes else cfg.epochs * per_epoch, initial=lead.epoch * per_epoch + lead.batch_index,
-                   disable=not self.progress, unit="step", desc=f"{len(ms)} packed {cfg.model} runs{budget}", dynamic_ncols=True)
+        bar = tqdm(
+            total=None if cfg.max_minutes else cfg.epochs * per_epoch,
+            initial=lead.epoch * per_epoch + lead.batch_index,
+            disable=not self.progress,
+            unit="step",
+            desc=f"{len(ms)} packed {cfg.model} runs{budget}",
+            dynamic_ncols=True,
+        )
         for m in ms:
             m.start_loop()
         try:
@@ -331,7 +370,9 @@ def step_seconds(cfgs: list[TrainConfig], data: ImageSet, steps: int = 5) -> tup
     trainers = [Trainer(cfg, data=data, progress=False, tensorboard=False) for cfg in cfgs]
     device, index = trainers[0].device, torch.arange(cfgs[0].batch_size)
     reals = [t.data.batch(index.to(t.data.images.device), device) for t in trainers]
-    sequential = _timed(lambda: [t.train_step(real, generator_step=True) for t, real in zip(trainers, reals)], steps, device)
+    sequential = _timed(
+        lambda: [t.train_step(real, generator_step=True) for t, real in zip(trainers, reals)], steps, device
+    )
     pack = Pack(cfgs, data=data, progress=False, tensorboard=False)
     pack.stack()
     return sequential, _timed(lambda: pack.train_step(reals, generator_step=True), steps, device)

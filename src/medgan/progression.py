@@ -32,7 +32,7 @@ class FadingImages(ImageSet):
     alpha: float = 1.0
 
     @classmethod
-    def of(cls, images: ImageSet) -> "FadingImages":
+    def of(cls, images: ImageSet) -> FadingImages:
         return cls(**{f.name: getattr(images, f.name) for f in dataclasses.fields(images)})
 
     def batch(self, index: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:

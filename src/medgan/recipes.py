@@ -13,7 +13,16 @@ from medgan import MedganError
 # 0.861 vs 0.877, FD 13.1 vs 35.5, recall 0.83 vs 0.74). "small-data" (spectral norm, hinge, DiffAugment,
 # EMA) had the single best C2ST (0.767) but varied a lot across seeds. ResNet nets were too slow on the
 # CPU: 3.2 s/step at width 64 and 1.2 s/step at width 32, against 0.26 s/step for DCGAN at width 64.
-_DCGAN_28 = {"model": "dcgan", "loss": "lsgan", "width": 64, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 64, "epochs": 100}
+_DCGAN_28 = {
+    "model": "dcgan",
+    "loss": "lsgan",
+    "width": 64,
+    "lr": 2e-4,
+    "beta1": 0.5,
+    "beta2": 0.999,
+    "batch_size": 64,
+    "epochs": 100,
+}
 # Then the weight average of that DCGAN's generator (EMA 0.999), in the issue's budget of 45 minutes with bf16
 # where the hardware has it (benchmarks/RESULTS.md "recipes", 3 seeds x 45 min, 2026-12-02): PneumoniaMNIST
 # C2ST 0.524 +- 0.029 vs 0.731 +- 0.195 for the same runs' raw generator; BreastMNIST FD 18.1 vs 26.1, recall
@@ -29,13 +38,27 @@ _DCGAN_28 = {"model": "dcgan", "loss": "lsgan", "width": 64, "lr": 2e-4, "beta1"
 _BUDGET = {"precision": "auto", "max_minutes": 45.0, "epochs": 10000}
 _BEST_28 = {**_DCGAN_28, "ema": 0.999, "augment": "translation,cutout", "augment_target": 0.6, **_BUDGET}
 _SMALL_DATA_28 = {
-    "model": "dcgan", "loss": "hinge", "width": 64, "spectral_norm": True, "augment": "translation,cutout",
-    "ema": 0.999, "lr": 2e-4, "lr_d": 2e-4, "beta1": 0.0, "beta2": 0.9, "batch_size": 64, "epochs": 100,
+    "model": "dcgan",
+    "loss": "hinge",
+    "width": 64,
+    "spectral_norm": True,
+    "augment": "translation,cutout",
+    "ema": 0.999,
+    "lr": 2e-4,
+    "lr_d": 2e-4,
+    "beta1": 0.0,
+    "beta2": 0.9,
+    "batch_size": 64,
+    "epochs": 100,
 }
 # At 64 px (BreastMNIST, 1 seed, 20 min, bf16, width 32) the plain DCGAN produced grainy noise (C2ST 1.000,
 # recall 0.000, FD 1420) while "small-data" reached C2ST 0.989, recall 0.385, FD 163: so "best" is the
 # small-data recipe from 64 px up. 128 and 224 px follow 64 px and narrower nets: not measured.
-_SMALL_DATA = {64: {**_SMALL_DATA_28, "width": 32}, 128: {**_SMALL_DATA_28, "width": 32}, 224: {**_SMALL_DATA_28, "width": 16}}
+_SMALL_DATA = {
+    64: {**_SMALL_DATA_28, "width": 32},
+    128: {**_SMALL_DATA_28, "width": 32},
+    224: {**_SMALL_DATA_28, "width": 16},
+}
 # Then (RESULTS "64 px", 2026-12-06: BreastMNIST 64 px, seed 0, 20 min, fp32, one thread each) small-data with its
 # augmentation applied as often as ADA says (target 0.6) instead of always: recall 0.365 vs 0.071, precision 0.898
 # vs 0.803, FD 98 vs 248 (C2ST 1.000 for both); the 28 px best (DCGAN + EMA + ADA, LSGAN) at 64 px: recall 0.000,

@@ -1,14 +1,14 @@
 """A run directory: the one module that knows where a run keeps its files and how to load a run.
 
-    RUN/config.toml              the resolved config: all that is needed to rebuild the run
-    RUN/run.json                 status, segments and wall time, the best checkpoint's record
-    RUN/metrics.jsonl            one JSON record per logged interval, epoch and evaluation
-    RUN/checkpoints/last.pt      the latest training state (resume starts here)
-    RUN/checkpoints/best.pt      with keep_best: the state that scored best on the validation split
-    RUN/samples/epoch_NNN.png    sample grids from a fixed noise batch
-    RUN/samples/real.png         training images in the same layout, to hold the samples against
-    RUN/tensorboard/             TensorBoard events
-    RUN/nearest_train.png        generated images above their nearest training images
+RUN/config.toml              the resolved config: all that is needed to rebuild the run
+RUN/run.json                 status, segments and wall time, the best checkpoint's record
+RUN/metrics.jsonl            one JSON record per logged interval, epoch and evaluation
+RUN/checkpoints/last.pt      the latest training state (resume starts here)
+RUN/checkpoints/best.pt      with keep_best: the state that scored best on the validation split
+RUN/samples/epoch_NNN.png    sample grids from a fixed noise batch
+RUN/samples/real.png         training images in the same layout, to hold the samples against
+RUN/tensorboard/             TensorBoard events
+RUN/nearest_train.png        generated images above their nearest training images
 """
 
 from __future__ import annotations
@@ -69,8 +69,10 @@ class RunDir:
         except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
             info = e
         if not isinstance(info, dict):
-            raise MedganError(f"{self.info} is damaged (not a JSON object: {info}). It holds the run's status and timings, "
-                              "not its weights: delete it and run again (--resume continues from the checkpoint)")
+            raise MedganError(
+                f"{self.info} is damaged (not a JSON object: {info}). It holds the run's status and timings, "
+                "not its weights: delete it and run again (--resume continues from the checkpoint)"
+            )
         return info
 
     def read_records(self, kind: str | None = None) -> list[dict]:
@@ -103,7 +105,9 @@ class RunDir:
         if self.best_checkpoint.exists() and which != "last":
             return self.best_checkpoint
         if which == "best":
-            raise MedganError(f"{self.path} has no {self.best_checkpoint.relative_to(self.path)}: only runs trained with keep_best (and evaluated once) keep one")
+            raise MedganError(
+                f"{self.path} has no {self.best_checkpoint.relative_to(self.path)}: only runs trained with keep_best (and evaluated once) keep one"
+            )
         if not self.last_checkpoint.exists():
             raise MedganError(f"{self.path} is not a medgan run directory (needs config.toml and {last})")
         return self.last_checkpoint
@@ -130,7 +134,9 @@ def config_for_resume(run_dir: str | Path, overrides: dict) -> TrainConfig:
     cfg = run.read_config()
     changed = {k: v for k, v in overrides.items() if k not in (*RESUME_CHANGEABLE, "out") and v != getattr(cfg, k)}
     if changed:
-        raise MedganError(f"cannot change {', '.join(sorted(changed))} when resuming {run}; only --epochs, --max-minutes, --device and --precision")
+        raise MedganError(
+            f"cannot change {', '.join(sorted(changed))} when resuming {run}; only --epochs, --max-minutes, --device and --precision"
+        )
     return cfg.replace(out=str(run.path), **{k: v for k, v in overrides.items() if k in RESUME_CHANGEABLE})
 
 

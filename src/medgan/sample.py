@@ -34,7 +34,9 @@ def sample_labels(mode: str, n: int, train: ImageSet, seed: int = 0) -> torch.Te
 
 
 @torch.no_grad()
-def generate(generator: torch.nn.Module, n: int, seed: int = 0, batch_size: int = 500, labels: torch.Tensor | None = None) -> torch.Tensor:
+def generate(
+    generator: torch.nn.Module, n: int, seed: int = 0, batch_size: int = 500, labels: torch.Tensor | None = None
+) -> torch.Tensor:
     """``n`` images as uint8 (n, C, H, W) on the CPU, deterministic for a given seed.
 
     A conditional generator needs ``labels``: float label vectors (n, n_classes)."""
@@ -51,8 +53,14 @@ def generate(generator: torch.nn.Module, n: int, seed: int = 0, batch_size: int 
     return torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.uint8)
 
 
-def generate_for_config(generator: torch.nn.Module, cfg: TrainConfig, n: int, seed: int = 0, labels: str = "balanced",
-                        train: ImageSet | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def generate_for_config(
+    generator: torch.nn.Module,
+    cfg: TrainConfig,
+    n: int,
+    seed: int = 0,
+    labels: str = "balanced",
+    train: ImageSet | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(images, MedMNIST label rows or None): labelled images (``labels`` mode) when ``cfg`` is conditional.
     ``train`` is the split labels are drawn from (loaded from the config when not given)."""
     if not cfg.conditional:
@@ -62,8 +70,9 @@ def generate_for_config(generator: torch.nn.Module, cfg: TrainConfig, n: int, se
     return generate(generator, n, seed, labels=label_vectors(rows, cfg.n_classes, cfg.multi_label)), rows
 
 
-def generate_for_run(run_dir: str | Path, n: int, seed: int = 0, labels: str = "balanced", device: str = "cpu",
-                     checkpoint: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None, TrainConfig]:
+def generate_for_run(
+    run_dir: str | Path, n: int, seed: int = 0, labels: str = "balanced", device: str = "cpu", checkpoint: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor | None, TrainConfig]:
     """(images, MedMNIST label rows or None, config) from a run; labels only for conditional runs."""
     generator, cfg = load_run(run_dir, device, checkpoint)
     return *generate_for_config(generator, cfg, n, seed, labels), cfg
@@ -74,7 +83,12 @@ def _hwc(images: torch.Tensor) -> np.ndarray:
     return array[..., 0] if array.shape[-1] == 1 else array
 
 
-def write_images(images: torch.Tensor, out: str | Path, labels: torch.Tensor | None = None, real_splits: dict[str, ImageSet] | None = None) -> Path:
+def write_images(
+    images: torch.Tensor,
+    out: str | Path,
+    labels: torch.Tensor | None = None,
+    real_splits: dict[str, ImageSet] | None = None,
+) -> Path:
     """uint8 (N, C, H, W) -> ``FILE.npz`` (MedMNIST layout: train_images, train_labels, plus copies of
     ``real_splits``, e.g. {"val": ..., "test": ...}) or ``DIR/*.png``."""
     out = Path(out)
@@ -89,7 +103,10 @@ def _write(array: np.ndarray, out: Path, labels: torch.Tensor | None, real_split
         labels = torch.zeros(len(array), 1, dtype=torch.uint8) if labels is None else labels
         arrays = {"train_images": array, "train_labels": labels.numpy().astype(np.uint8)}
         for split, data in (real_splits or {}).items():
-            arrays[f"{split}_images"], arrays[f"{split}_labels"] = _hwc(data.uint8()), data.labels.numpy().astype(np.uint8)
+            arrays[f"{split}_images"], arrays[f"{split}_labels"] = (
+                _hwc(data.uint8()),
+                data.labels.numpy().astype(np.uint8),
+            )
         files.save_npz(out, **arrays)
         return out
     out.mkdir(parents=True, exist_ok=True)

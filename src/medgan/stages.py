@@ -31,7 +31,7 @@ class StageSchedule:
         self.stages, self.fade_epochs = stages, fade_epochs
 
     @classmethod
-    def from_config(cls, cfg) -> "StageSchedule":
+    def from_config(cls, cfg) -> StageSchedule:
         """The schedule of a config (its model, stages, size, epochs and fade_epochs)."""
         return parse_schedule(cfg.model, cfg.stages, cfg.size, cfg.epochs, cfg.fade_epochs)
 
@@ -53,7 +53,9 @@ def parse_schedule(model: str, text: str, size: int, epochs: int, fade_epochs: f
     """Parse and check a schedule (cached: config checking and the trainer share one parse);
     MedganError says what is wrong and how to write it."""
     if model != "progressive":
-        raise MedganError(f"stages only apply to model progressive (model is {model}); drop stages or use --model progressive")
+        raise MedganError(
+            f"stages only apply to model progressive (model is {model}); drop stages or use --model progressive"
+        )
     if not text.strip():
         raise MedganError(f"model progressive needs a stage schedule, {EXAMPLE}")
     texts = text.split(",")
@@ -61,26 +63,38 @@ def parse_schedule(model: str, text: str, size: int, epochs: int, fade_epochs: f
     sizes = [s for s, _ in entries]
     for a, b in zip(sizes, sizes[1:]):
         if b != 2 * a:
-            raise MedganError(f"stage sizes must double from one stage to the next, got {a} then {b} in stages {text!r}")
+            raise MedganError(
+                f"stage sizes must double from one stage to the next, got {a} then {b} in stages {text!r}"
+            )
     if sizes[-1] != size:
-        raise MedganError(f"the last stage's size ({sizes[-1]}) must be the image size (size = {size}); end stages with {size} or set --size {sizes[-1]}")
+        raise MedganError(
+            f"the last stage's size ({sizes[-1]}) must be the image size (size = {size}); end stages with {size} or set --size {sizes[-1]}"
+        )
     try:
         smallest = size // 2 ** num_stages(size)
     except ValueError:
-        raise MedganError(f"model progressive needs an image size of 4..7 px times a power of two (28, 32, 64, 128, 224), got size = {size}") from None
+        raise MedganError(
+            f"model progressive needs an image size of 4..7 px times a power of two (28, 32, 64, 128, 224), got size = {size}"
+        ) from None
     if sizes[0] < smallest:
-        raise MedganError(f"the first stage ({sizes[0]} px) is below the nets' smallest resolution for size {size} ({smallest} px)")
+        raise MedganError(
+            f"the first stage ({sizes[0]} px) is below the nets' smallest resolution for size {size} ({smallest} px)"
+        )
     starts = [0]
     for _, stage_epochs in entries[:-1]:
         starts.append(starts[-1] + stage_epochs)
     if starts[-1] >= epochs:
-        raise MedganError(f"stages {text!r} take {starts[-1]} epochs before the last stage, so epochs must be more than that (got {epochs})")
+        raise MedganError(
+            f"stages {text!r} take {starts[-1]} epochs before the last stage, so epochs must be more than that (got {epochs})"
+        )
     stages = [Stage(s, start, end) for s, start, end in zip(sizes, starts, starts[1:] + [epochs])]
     if fade_epochs < 0:
         raise MedganError(f"fade_epochs must be >= 0 (0 = no fade-in), got {fade_epochs}")
     for stage in stages[1:]:
         if fade_epochs > stage.end - stage.start:
-            raise MedganError(f"fade_epochs ({fade_epochs:g}) is longer than the {stage.size} px stage ({stage.end - stage.start} epochs); lower --fade-epochs or lengthen the stage")
+            raise MedganError(
+                f"fade_epochs ({fade_epochs:g}) is longer than the {stage.size} px stage ({stage.end - stage.start} epochs); lower --fade-epochs or lengthen the stage"
+            )
     return StageSchedule(stages, fade_epochs)
 
 
@@ -88,11 +102,15 @@ def parse_entry(text: str, last: bool) -> tuple[int, int | None]:
     """``"32:10"`` -> (32, 10); the last stage is a bare size, ``"64"`` -> (64, None)."""
     size, _, epochs = text.strip().partition(":")
     if last and epochs:
-        raise MedganError(f"the last stage trains for the remaining epochs, so write it without :EPOCHS ({text.strip()!r} -> {size!r}); {EXAMPLE}")
+        raise MedganError(
+            f"the last stage trains for the remaining epochs, so write it without :EPOCHS ({text.strip()!r} -> {size!r}); {EXAMPLE}"
+        )
     try:
         entry = (int(size), int(epochs) if not last else None)
     except ValueError:
-        raise MedganError(f"bad stage {text.strip()!r}: expected SIZE:EPOCHS for every stage but the last, {EXAMPLE}") from None
+        raise MedganError(
+            f"bad stage {text.strip()!r}: expected SIZE:EPOCHS for every stage but the last, {EXAMPLE}"
+        ) from None
     if entry[0] < 1 or (entry[1] is not None and entry[1] < 1):
         raise MedganError(f"bad stage {text.strip()!r}: size and epochs must be >= 1")
     return entry

@@ -47,7 +47,14 @@ class NonFiniteLoss(MedganError):
 class Trainer:
     """Builds data, nets, loss and optimisers from a config, then ``fit()`` trains them."""
 
-    def __init__(self, cfg: TrainConfig, data: ImageSet | None = None, progress: bool = True, tensorboard: bool = True, eval_data: ImageSet | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: ImageSet | None = None,
+        progress: bool = True,
+        tensorboard: bool = True,
+        eval_data: ImageSet | None = None,
+    ):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.out or default_run_dir(cfg))
@@ -59,8 +66,12 @@ class Trainer:
         self.loss = build_loss(cfg.loss, r1=cfg.r1)
         # Resolve the "auto" values so config.toml describes the run completely.
         self.cfg = cfg = cfg.replace(
-            channels=self.data.channels, size=self.data.size, out=str(self.out), precision=precision,
-            n_critic=cfg.n_critic or self.loss.n_critic, **self._label_settings(cfg),
+            channels=self.data.channels,
+            size=self.data.size,
+            out=str(self.out),
+            precision=precision,
+            n_critic=cfg.n_critic or self.loss.n_critic,
+            **self._label_settings(cfg),
         )
         torch.manual_seed(cfg.seed)
         self.generator, self.discriminator = (
@@ -68,17 +79,25 @@ class Trainer:
         )
         # What the losses call D: the discriminator behind DiffAugment when that is on (applied as often as ADA says).
         self.ada = AdaptiveAugment(cfg.augment_target, cfg.batch_size, self.device) if cfg.augment_target else None
-        self.augmented_d = AugmentedDiscriminator(self.discriminator, cfg.augment, self.ada.p if self.ada else 1.0) if cfg.augment else self.discriminator
+        self.augmented_d = (
+            AugmentedDiscriminator(self.discriminator, cfg.augment, self.ada.p if self.ada else 1.0)
+            if cfg.augment
+            else self.discriminator
+        )
         self.ema = EMA(self.generator, cfg.ema) if cfg.ema else None
         self.opt_g = make_optimizer(self.generator.parameters(), cfg, cfg.lr)
         self.opt_d = make_optimizer(self.discriminator.parameters(), cfg, cfg.lr_d or cfg.lr)
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         columns = int(math.sqrt(cfg.grid_size)) or 1
         # Conditional runs: a grid row per class.
-        self.fixed_labels = grid_labels(cfg.n_classes, cfg.multi_label, columns).to(self.device) if cfg.conditional else None
+        self.fixed_labels = (
+            grid_labels(cfg.n_classes, cfg.multi_label, columns).to(self.device) if cfg.conditional else None
+        )
         n_grid = len(self.fixed_labels) if cfg.conditional else cfg.grid_size
         self.grid_columns = columns if cfg.conditional else int(math.sqrt(n_grid)) or 1
-        self.fixed_noise = torch.randn(n_grid, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed + 1)).to(self.device)
+        self.fixed_noise = torch.randn(
+            n_grid, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed + 1)
+        ).to(self.device)
         self.epoch, self.batch_index, self.step = 0, 0, 0
         self.epoch_shuffle_state = self.shuffle.get_state()
         self.progress, self.tensorboard = progress, tensorboard
@@ -90,7 +109,11 @@ class Trainer:
         self.checkpointed_step: int | None = None  # the step of the newest last.pt
         # Progressive training swaps self.data per stage and sets the fade-in before each step.
         self.progression = Progression(cfg, self.data, given=data is not None) if cfg.model == "progressive" else None
-        self.evaluation = EvaluateDuringTraining(cfg, self.run, self.data, self.device, self.sampling, self.save_best, eval_data) if cfg.eval_every else None
+        self.evaluation = (
+            EvaluateDuringTraining(cfg, self.run, self.data, self.device, self.sampling, self.save_best, eval_data)
+            if cfg.eval_every
+            else None
+        )
         self.real_images = self.data  # full size, on the CPU: for samples/real.png
         self.data = self.data.resident(self.device)  # on a GPU: the uint8 images live there, batches are gathered there
 
@@ -121,19 +144,23 @@ class Trainer:
     def state(self) -> dict:
         ema = {"generator_ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates} if self.ema else {}
         ada = {"augment_p": self.ada.p.item()} if self.ada else {}
-        return ema | ada | {
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "epoch": self.epoch,
-            "batch_index": self.batch_index,
-            "step": self.step,
-            "epoch_shuffle_state": self.epoch_shuffle_state,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-            "config": self.cfg.to_dict(),
-        }
+        return (
+            ema
+            | ada
+            | {
+                "generator": self.generator.state_dict(),
+                "discriminator": self.discriminator.state_dict(),
+                "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(),
+                "epoch": self.epoch,
+                "batch_index": self.batch_index,
+                "step": self.step,
+                "epoch_shuffle_state": self.epoch_shuffle_state,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                "config": self.cfg.to_dict(),
+            }
+        )
 
     def save(self) -> None:
         files.save_torch(self.run.last_checkpoint, self.state())
@@ -155,7 +182,9 @@ class Trainer:
             if self.ada:
                 self.ada.p.fill_(state["augment_p"])
         except (RuntimeError, KeyError, EOFError, OSError) as e:
-            raise MedganError(f"checkpoint {path} cannot be loaded ({type(e).__name__}: {e}); start a new run with another --out") from None
+            raise MedganError(
+                f"checkpoint {path} cannot be loaded ({type(e).__name__}: {e}); start a new run with another --out"
+            ) from None
         self.epoch, self.batch_index, self.step = state["epoch"], state["batch_index"], state["step"]
         self.checkpointed_step = self.step
         self.epoch_shuffle_state = state["epoch_shuffle_state"]
@@ -253,8 +282,13 @@ class Trainer:
     def close(self, log: RunLog, error: BaseException | None = None) -> None:
         """Record how the run ended (finished, interrupted or failed with ``error``) and its times in run.json."""
         if error is not None:  # a MedganError (NonFiniteLoss included) says what to do in its message
-            log.status(status="failed", error=str(error) if isinstance(error, MedganError) else f"{type(error).__name__}: {error}")
-        log.info["segments"][-1].update(wall_time_s=self.clock() - self.t_start, eval_s=self.eval_time.spent - log.eval_seconds())
+            log.status(
+                status="failed",
+                error=str(error) if isinstance(error, MedganError) else f"{type(error).__name__}: {error}",
+            )
+        log.info["segments"][-1].update(
+            wall_time_s=self.clock() - self.t_start, eval_s=self.eval_time.spent - log.eval_seconds()
+        )
         wall, evaluating = log.training_seconds(), log.eval_seconds()
         log.status(wall_time_s=wall, eval_seconds=evaluating, eval_share=evaluating / wall if wall else 0.0)
         log.close()
@@ -263,8 +297,12 @@ class Trainer:
         if self.stop_requested:
             log.status(status="interrupted", epochs_done=self.epoch)
         else:
-            log.status(status="finished", epochs_done=self.epoch, finished=self.clock(),
-                       stopped_by="epochs" if self.epoch == self.cfg.epochs else "max_minutes")
+            log.status(
+                status="finished",
+                epochs_done=self.epoch,
+                finished=self.clock(),
+                stopped_by="epochs" if self.epoch == self.cfg.epochs else "max_minutes",
+            )
 
     def request_stop(self) -> None:
         """Stop cleanly after the current step (SIGINT/SIGTERM): checkpoint, then exit (resumable)."""
@@ -294,7 +332,11 @@ class Trainer:
             self.progression.start_epoch(self)
         self.n_batches = n = self.batches_per_epoch()
         self.shuffle.set_state(self.epoch_shuffle_state)
-        self.order = torch.randperm(len(self.data), generator=self.shuffle)[: n * self.cfg.batch_size].view(n, -1).to(self.data.images.device)
+        self.order = (
+            torch.randperm(len(self.data), generator=self.shuffle)[: n * self.cfg.batch_size]
+            .view(n, -1)
+            .to(self.data.images.device)
+        )
         self.epoch_records: list[dict] = []
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -303,7 +345,11 @@ class Trainer:
             self.progression.before_step(self)
         cfg, data, index = self.cfg, self.data, self.order[self.batch_index]
         # labels of the current data (a progressive stage's file has its own)
-        labels = label_vectors(data.labels[index], cfg.n_classes, cfg.multi_label).to(self.device) if cfg.conditional else None
+        labels = (
+            label_vectors(data.labels[index], cfg.n_classes, cfg.multi_label).to(self.device)
+            if cfg.conditional
+            else None
+        )
         return data.batch(index, self.device), labels
 
     def generator_step_due(self) -> bool:
@@ -323,10 +369,17 @@ class Trainer:
             summary = self._flush(self.pending, log, (t_now - self.t_interval) / len(self.pending))
             self.epoch_records.append(summary | {"n": len(self.pending)})
             self.bar.update(len(self.pending))
-            self.bar.set_postfix(img_s=f"{cfg.batch_size / summary['step_time_s']:.0f}", d=f"{summary['d_loss']:.3f}",
-                                 g=f"{summary.get('g_loss', float('nan')):.3f}", eval=f"{self.eval_time.spent:.0f}s", refresh=False)
+            self.bar.set_postfix(
+                img_s=f"{cfg.batch_size / summary['step_time_s']:.0f}",
+                d=f"{summary['d_loss']:.3f}",
+                g=f"{summary.get('g_loss', float('nan')):.3f}",
+                eval=f"{self.eval_time.spent:.0f}s",
+                refresh=False,
+            )
             self.pending, self.t_interval = [], t_now
-            if self.batch_index < self.n_batches and (self.stop_requested or (cfg.checkpoint_every_s and self.checkpoints.due(self.clock()))):
+            if self.batch_index < self.n_batches and (
+                self.stop_requested or (cfg.checkpoint_every_s and self.checkpoints.due(self.clock()))
+            ):
                 self._checkpoint(log)  # mid-epoch (an epoch's end checkpoints in _epoch_side_effects)
         if self.stop_requested and self.batch_index < self.n_batches:  # on an epoch's last step, finish the epoch
             self.bar.close()
@@ -359,9 +412,12 @@ class Trainer:
         if bad:
             raise NonFiniteLoss(
                 f"non-finite {', '.join(bad)} at step {self.step} (epoch {self.epoch + 1}); training stopped. "
-                + (f"The last good checkpoint ({self.run.last_checkpoint}, step {self.checkpointed_step}) is kept. " if self.checkpointed_step is not None
-                   else f"No checkpoint was written yet (the first after {self.cfg.checkpoint_every_s:g} s). ") +
-                "Try a lower --lr, another --loss (e.g. wgan-gp or lsgan), or a different --seed."
+                + (
+                    f"The last good checkpoint ({self.run.last_checkpoint}, step {self.checkpointed_step}) is kept. "
+                    if self.checkpointed_step is not None
+                    else f"No checkpoint was written yet (the first after {self.cfg.checkpoint_every_s:g} s). "
+                )
+                + "Try a lower --lr, another --loss (e.g. wgan-gp or lsgan), or a different --seed."
             )
         record = {"step": self.step, "epoch": self.epoch + 1, **means, "step_time_s": step_time}
         log.scalars(record)
@@ -370,7 +426,9 @@ class Trainer:
     def _epoch_side_effects(self, log: RunLog, records: list[dict]) -> None:
         total = sum(r["n"] for r in records)
         keys = sorted({k for r in records for k in r} - {"n", "step", "epoch"})
-        summary = {k: sum(r[k] * r["n"] for r in records if k in r) / sum(r["n"] for r in records if k in r) for k in keys}
+        summary = {
+            k: sum(r[k] * r["n"] for r in records if k in r) / sum(r["n"] for r in records if k in r) for k in keys
+        }
         summary["epoch_time_s"] = summary.pop("step_time_s") * total
         log.scalars({"kind": "epoch", "step": self.step, "epoch": self.epoch, **summary})
         if self.last_epoch or self.stop_requested or self.grids.due(self.clock()):
@@ -378,7 +436,9 @@ class Trainer:
             self.grids.fired(self.clock())
         if self._evaluation_due():
             started = self.clock()
-            setup = self.evaluation(self.epoch, self.step, self.last_epoch, log) or 0.0  # one-off work in it (the extractor)
+            setup = (
+                self.evaluation(self.epoch, self.step, self.last_epoch, log) or 0.0
+            )  # one-off work in it (the extractor)
             took = self.clock() - started
             self.eval_time.add(took, typical=max(0.0, took - setup))
         for hook in self.epoch_hooks:
@@ -425,8 +485,17 @@ class Trainer:
 
         cfg, done = self.cfg, self.epoch * n_batches + self.batch_index
         # A time budget ends the run before its epochs: no percentage then, the budget in the description.
-        total, budget = (None, f" ({cfg.max_minutes:g} min budget)") if cfg.max_minutes else (cfg.epochs * n_batches, "")
-        return tqdm(total=total, initial=done, disable=not self.progress, unit="step", desc=f"{cfg.model}-{cfg.loss}{budget}", dynamic_ncols=True)
+        total, budget = (
+            (None, f" ({cfg.max_minutes:g} min budget)") if cfg.max_minutes else (cfg.epochs * n_batches, "")
+        )
+        return tqdm(
+            total=total,
+            initial=done,
+            disable=not self.progress,
+            unit="step",
+            desc=f"{cfg.model}-{cfg.loss}{budget}",
+            dynamic_ncols=True,
+        )
 
 
 @contextmanager

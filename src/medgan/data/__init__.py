@@ -15,7 +15,9 @@ def dataset_names() -> list[str]:
     return ["builtin", *DATASETS]
 
 
-def load_dataset(name: str, split: str = "train", size: int = 28, channels: int | None = None, root=None, download: bool = True) -> ImageSet:
+def load_dataset(
+    name: str, split: str = "train", size: int = 28, channels: int | None = None, root=None, download: bool = True
+) -> ImageSet:
     """Load one split of a dataset: ``builtin``, ``folder:PATH`` or a MedMNIST flag (e.g. ``pneumoniamnist``)."""
     if channels not in (None, 1, 3):
         raise MedganError(f"channels must be 1 or 3, got {channels}")
@@ -24,5 +26,5 @@ def load_dataset(name: str, split: str = "train", size: int = 28, channels: int 
     if name == "builtin":
         return load_builtin(split, size, channels)
     if name.startswith("folder:"):
-        return load_folder(name[len("folder:"):], split, size, channels)
+        return load_folder(name[len("folder:") :], split, size, channels)
     return load_medmnist(name, split, size, channels, root, download)

@@ -11,7 +11,7 @@ Label: 1 when a patch holds more DAB (brown) stain than the median train patch, 
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ def _dab(patches: torch.Tensor) -> np.ndarray:
     return np.array([rgb2hed(p)[..., 2].mean() for p in patches.permute(0, 2, 3, 1).numpy()])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _patches(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Source patches (n, 3, 32, 32) of one split and their labels (n, 1)."""
     from skimage import data

@@ -111,7 +111,9 @@ def load_folder(path: str, split: str = "train", size: int = 28, channels: int |
         kept_labels, skipped = np.array(kept, dtype=np.int64), len(bad)
         save_npz(cache, images=images, labels=kept_labels, skipped=np.array(skipped))
     if skipped:
-        warnings.warn(f"{root}: skipped {skipped} unreadable image file(s) in split {split!r}", MedganWarning, stacklevel=2)
+        warnings.warn(
+            f"{root}: skipped {skipped} unreadable image file(s) in split {split!r}", MedganWarning, stacklevel=2
+        )
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     return ImageSet(
         tensor,

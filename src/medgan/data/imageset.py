@@ -79,7 +79,7 @@ class ImageSet:
         images = self.images if index is None else self.images[index]
         return convert_channels(images, self.channels).contiguous()
 
-    def resident(self, device: torch.device | str) -> "ImageSet":
+    def resident(self, device: torch.device | str) -> ImageSet:
         """The set with its images (uint8, converted to ``channels``) and labels on ``device``, so that batches are
         gathered there with no copy per step; on the CPU the set itself (memory maps are never copied)."""
         if torch.device(device).type == "cpu":

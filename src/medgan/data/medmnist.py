@@ -14,7 +14,7 @@ import shutil
 import warnings
 import zipfile
 import zlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,8 @@ import torch
 from medmnist import INFO
 
 from medgan import MedganError, MedganWarning
-from medgan.files import atomic_path
 from medgan.data.imageset import ImageSet, convert_channels
+from medgan.files import atomic_path
 
 SIZES = (28, 64, 128, 224)
 SPLITS = ("train", "val", "test")
@@ -84,7 +84,7 @@ def locate(flag: str, size: int, root=None, download: bool = True) -> Path:
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def _md5(path: str, mtime: float, nbytes: int) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f:
@@ -107,7 +107,9 @@ def _check_canonical(path: Path, flag: str, size: int, counts: dict) -> None:
     if _md5(str(path), stat.st_mtime, stat.st_size) == md5:
         return
     expected = INFO[flag]["n_samples"]
-    diffs = [f"{s}: {counts[s]} images (canonical {expected[s]})" for s in SPLITS if s in counts and counts[s] != expected[s]]
+    diffs = [
+        f"{s}: {counts[s]} images (canonical {expected[s]})" for s in SPLITS if s in counts and counts[s] != expected[s]
+    ]
     detail = "; ".join(diffs) if diffs else "split sizes match"
     warnings.warn(
         f"{path} differs from the canonical MedMNIST release (MD5 mismatch; {detail}). "
@@ -157,16 +159,25 @@ def read_split(path: Path, flag: str, size: int, split: str) -> tuple[np.ndarray
     if images.dtype != np.uint8:
         raise _fail(path, f"{split}_images has dtype {images.dtype}, expected uint8", flag, size)
     if images.ndim < 3 or tuple(images.shape[1:]) != want:
-        raise _fail(path, f"{split}_images has shape {images.shape}, expected (N, {', '.join(map(str, want))})", flag, size)
+        raise _fail(
+            path, f"{split}_images has shape {images.shape}, expected (N, {', '.join(map(str, want))})", flag, size
+        )
     if labels.ndim == 1:
         labels = labels[:, None]
     if labels.ndim != 2 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
-        raise _fail(path, f"{split}_labels has shape {labels.shape} and dtype {labels.dtype}, expected integer (N, L) with N={len(images)}", flag, size)
+        raise _fail(
+            path,
+            f"{split}_labels has shape {labels.shape} and dtype {labels.dtype}, expected integer (N, L) with N={len(images)}",
+            flag,
+            size,
+        )
     _check_canonical(path, flag, size, counts)
     return images, labels
 
 
-def load_medmnist(flag: str, split: str = "train", size: int = 28, channels: int | None = None, root=None, download: bool = True) -> ImageSet:
+def load_medmnist(
+    flag: str, split: str = "train", size: int = 28, channels: int | None = None, root=None, download: bool = True
+) -> ImageSet:
     path = locate(flag, size, root, download)
     images, labels = read_split(path, flag, size, split)
     tensor = torch.from_numpy(images)

@@ -31,17 +31,27 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
 DEFAULT_STEPS = 200  # batch-128 steps: ~4 s at 28 px on a 2-core CPU
 
 
-def c2st(real: torch.Tensor, fake: torch.Tensor, steps: int | None = None, batch_size: int = 128, width: int = 16, seed: int = 0, device="cpu") -> dict:
+def c2st(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    steps: int | None = None,
+    batch_size: int = 128,
+    width: int = 16,
+    seed: int = 0,
+    device="cpu",
+) -> dict:
     """Held-out accuracy of a CNN trained to separate uint8 ``real`` from uint8 ``fake`` (N, C, H, W)."""
     steps = steps or int(os.environ.get("MEDGAN_C2ST_STEPS") or DEFAULT_STEPS)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         rng = torch.Generator().manual_seed(seed)
         n = min(len(real), len(fake))
-        images = torch.cat([real[torch.randperm(len(real), generator=rng)[:n]], fake[torch.randperm(len(fake), generator=rng)[:n]]])
+        images = torch.cat(
+            [real[torch.randperm(len(real), generator=rng)[:n]], fake[torch.randperm(len(fake), generator=rng)[:n]]]
+        )
         labels = torch.cat([torch.ones(n), torch.zeros(n)])
         order = torch.randperm(2 * n, generator=rng)
-        train, test = order[: n], order[n:]
+        train, test = order[:n], order[n:]
         net = DomainNet(images.shape[1], 1, width).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=2e-3)
         net.train()
@@ -54,7 +64,9 @@ def c2st(real: torch.Tensor, fake: torch.Tensor, steps: int | None = None, batch
             opt.step()
         net = net.for_inference()
         with torch.inference_mode():
-            predictions = torch.cat([net(to_float(chunk.to(device)))[1][:, 0].cpu() > 0 for chunk in images[test].split(1024)])
+            predictions = torch.cat(
+                [net(to_float(chunk.to(device)))[1][:, 0].cpu() > 0 for chunk in images[test].split(1024)]
+            )
         correct = int((predictions == labels[test].bool()).sum())
     low, high = wilson_interval(correct, len(test))
     return {"accuracy": correct / len(test), "ci95_low": low, "ci95_high": high, "n_test": len(test)}

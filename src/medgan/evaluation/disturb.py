@@ -80,8 +80,12 @@ def rectangles(images: torch.Tensor, level: int, seed: int = 0) -> torch.Tensor:
     top = torch.randint(0, h - side + 1, (n, int(count)), generator=rng)
     left = torch.randint(0, w - side + 1, (n, int(count)), generator=rng)
     rows, cols = torch.arange(h).view(1, 1, h, 1), torch.arange(w).view(1, 1, 1, w)
-    inside = ((rows >= top[..., None, None]) & (rows < top[..., None, None] + side)
-              & (cols >= left[..., None, None]) & (cols < left[..., None, None] + side)).any(1, keepdim=True)
+    inside = (
+        (rows >= top[..., None, None])
+        & (rows < top[..., None, None] + side)
+        & (cols >= left[..., None, None])
+        & (cols < left[..., None, None] + side)
+    ).any(1, keepdim=True)
     return images.masked_fill(inside, 0)
 
 
@@ -92,8 +96,10 @@ def swirl(images: torch.Tensor, level: int, seed: int = 0) -> torch.Tensor:
     if (strength := _check(images, level, "swirl")) is None:
         return images
     radius = images.shape[-1]
-    out = [skimage_swirl(image, strength=strength, radius=radius, mode="reflect", preserve_range=True)
-           for image in images.permute(0, 2, 3, 1).numpy()]
+    out = [
+        skimage_swirl(image, strength=strength, radius=radius, mode="reflect", preserve_range=True)
+        for image in images.permute(0, 2, 3, 1).numpy()
+    ]
     return _uint8(torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2))
 
 
@@ -130,6 +136,12 @@ def other_source(dataset: str, size: int, channels: int) -> tuple[str, torch.Ten
 
 def disturbances(other: torch.Tensor) -> dict:
     """name -> disturbance, in ``STRENGTHS`` order; ``other``: images to mix in (see ``other_source``)."""
-    functions = {"gaussian_noise": gaussian_noise, "gaussian_blur": gaussian_blur, "salt_and_pepper": salt_and_pepper,
-                 "rectangles": rectangles, "swirl": swirl, "mixed_in": mixed_in(other)}
+    functions = {
+        "gaussian_noise": gaussian_noise,
+        "gaussian_blur": gaussian_blur,
+        "salt_and_pepper": salt_and_pepper,
+        "rectangles": rectangles,
+        "swirl": swirl,
+        "mixed_in": mixed_in(other),
+    }
     return {name: functions[name] for name in STRENGTHS}

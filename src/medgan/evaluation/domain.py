@@ -36,15 +36,25 @@ MAX_INPUT = 64  # larger images are downsampled to this before the net (keeps CP
 
 # MedMNIST v2 (Yang et al. 2023, Table 3), ResNet-18 at 28 px on the test split: (AUC, ACC).
 RESNET18_28 = {
-    "pathmnist": (0.983, 0.907), "chestmnist": (0.768, 0.947), "dermamnist": (0.917, 0.735),
-    "octmnist": (0.943, 0.743), "pneumoniamnist": (0.944, 0.854), "retinamnist": (0.717, 0.524),
-    "breastmnist": (0.901, 0.863), "bloodmnist": (0.998, 0.958), "tissuemnist": (0.930, 0.676),
-    "organamnist": (0.997, 0.935), "organcmnist": (0.992, 0.900), "organsmnist": (0.972, 0.782),
+    "pathmnist": (0.983, 0.907),
+    "chestmnist": (0.768, 0.947),
+    "dermamnist": (0.917, 0.735),
+    "octmnist": (0.943, 0.743),
+    "pneumoniamnist": (0.944, 0.854),
+    "retinamnist": (0.717, 0.524),
+    "breastmnist": (0.901, 0.863),
+    "bloodmnist": (0.998, 0.958),
+    "tissuemnist": (0.930, 0.676),
+    "organamnist": (0.997, 0.935),
+    "organcmnist": (0.992, 0.900),
+    "organsmnist": (0.972, 0.782),
 }
 SELF_SUPERVISED = True  # add the rotation objective to the label objective (labelled datasets)
 ARCHITECTURE = "blocks3-rot1"  # in the cache key: change it whenever the net, its features or its objective change
 TRUST_MARGIN = 0.10  # AUC more than this below the reference: the features are not trustworthy
-DEFAULT_STEPS = 400  # batch-128 steps (+ as many rotated images): ~75 s on 1 CPU thread at 28 px; PneumoniaMNIST test AUC 0.954
+DEFAULT_STEPS = (
+    400  # batch-128 steps (+ as many rotated images): ~75 s on 1 CPU thread at 28 px; PneumoniaMNIST test AUC 0.954
+)
 
 
 def default_steps() -> int:
@@ -65,8 +75,10 @@ class DomainNet(nn.Module):
             return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
         self.body = nn.Sequential(
-            *conv(channels, width), nn.MaxPool2d(2),
-            *conv(width, 2 * width), nn.MaxPool2d(2),
+            *conv(channels, width),
+            nn.MaxPool2d(2),
+            *conv(width, 2 * width),
+            nn.MaxPool2d(2),
             *conv(2 * width, 4 * width),
         )
         self.head = nn.Linear(4 * width, n_outputs)
@@ -75,7 +87,7 @@ class DomainNet(nn.Module):
         self.register_buffer("block_scale", torch.ones(3))
         self.block_sizes = (width, 2 * width, 4 * width)
 
-    def for_inference(self) -> "DomainNet":
+    def for_inference(self) -> DomainNet:
         """A copy in eval mode with batch norm folded into the convolutions: same outputs, ~2x faster on CPU."""
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -119,7 +131,7 @@ class Task:
     n_outputs: int
 
     @staticmethod
-    def of(data: ImageSet) -> "Task":
+    def of(data: ImageSet) -> Task:
         if data.multi_label:
             return Task("multi-label, binary-class", data.labels.shape[1])
         n_classes = int(data.labels.max()) + 1 if len(data) else 0
@@ -129,7 +141,11 @@ class Task:
         """Batch inputs and targets; rotation draws a random quarter-turn per image."""
         if self.kind != "rotation":
             return images, labels.float() if self.kind.startswith("multi-label") else labels[:, 0]
-        turns = torch.randint(0, 4, (len(images),), generator=generator) if generator is not None else torch.arange(len(images)) % 4
+        turns = (
+            torch.randint(0, 4, (len(images),), generator=generator)
+            if generator is not None
+            else torch.arange(len(images)) % 4
+        )
         rotated = torch.stack([torch.rot90(x, int(k), dims=(1, 2)) for x, k in zip(images, turns)])
         return rotated, turns
 
@@ -155,7 +171,9 @@ def fingerprint(data: ImageSet) -> str:
 
 
 @torch.inference_mode()
-def _predict(net: DomainNet, images: torch.Tensor, batch_size: int = 512, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def _predict(
+    net: DomainNet, images: torch.Tensor, batch_size: int = 512, device="cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     net.eval()
     outs = [net(to_float(chunk.to(device))) for chunk in images.split(batch_size)]
     return torch.cat([f for f, _ in outs]).cpu(), torch.cat([l for _, l in outs]).cpu()
@@ -177,7 +195,9 @@ def test_scores(net: DomainNet, task: Task, test: ImageSet, device="cpu") -> dic
     return {"test_auc": auc, "test_acc": float(getACC(y_true, y_score, kind))}
 
 
-def train_domain_net(train: ImageSet, test: ImageSet, steps: int | None = None, batch_size: int = 128, seed: int = 0, device="cpu") -> tuple[DomainNet, dict]:
+def train_domain_net(
+    train: ImageSet, test: ImageSet, steps: int | None = None, batch_size: int = 128, seed: int = 0, device="cpu"
+) -> tuple[DomainNet, dict]:
     """Train the domain net on ``train``; score it on ``test``. Leaves the global RNG untouched."""
     task, steps = Task.of(train), steps or default_steps()
     with torch.random.fork_rng(devices=[]):
@@ -199,14 +219,22 @@ def train_domain_net(train: ImageSet, test: ImageSet, steps: int | None = None, 
                 rotated, turns = ROTATION.inputs_and_targets(images, targets, rng)
                 features, logits = net(to_float(torch.cat([images, rotated]).to(device)))
                 n, last = len(images), net.block_sizes[-1]  # block_scale is 1 until calibrate()
-                loss = task.loss(logits[:n], targets.to(device)) + F.cross_entropy(net.rotation_head(features[n:, -last:]), turns.to(device))
+                loss = task.loss(logits[:n], targets.to(device)) + F.cross_entropy(
+                    net.rotation_head(features[n:, -last:]), turns.to(device)
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             schedule.step()
         net.calibrate(train.uint8(torch.randperm(len(train), generator=rng)[:2000]), device)
-    info = {"task": task.kind, "n_outputs": task.n_outputs, "steps": steps, "train_images": len(train),
-            "architecture": ARCHITECTURE, **test_scores(net, task, test, device)}
+    info = {
+        "task": task.kind,
+        "n_outputs": task.n_outputs,
+        "steps": steps,
+        "train_images": len(train),
+        "architecture": ARCHITECTURE,
+        **test_scores(net, task, test, device),
+    }
     reference = RESNET18_28.get(train.name)
     if reference and task.kind != "rotation":
         info["reference_resnet18_28"] = {"auc": reference[0], "acc": reference[1]}
@@ -219,10 +247,16 @@ def train_domain_net(train: ImageSet, test: ImageSet, steps: int | None = None, 
 def extractor_path(train: ImageSet, steps: int | None = None) -> Path:
     """Where the domain net of this train split is cached (the name holds everything it depends on)."""
     name = train.name.replace("folder:", "folder-").replace("/", "_")[-60:]
-    return cache_root() / "extractors" / f"domain-{ARCHITECTURE}-{name}-{train.size}px-{train.channels}ch-{steps or default_steps()}-{fingerprint(train)}.pt"
+    return (
+        cache_root()
+        / "extractors"
+        / f"domain-{ARCHITECTURE}-{name}-{train.size}px-{train.channels}ch-{steps or default_steps()}-{fingerprint(train)}.pt"
+    )
 
 
-def load_or_train(train: ImageSet, test: ImageSet, steps: int | None = None, device="cpu", verbose: bool = True) -> tuple[DomainNet, dict]:
+def load_or_train(
+    train: ImageSet, test: ImageSet, steps: int | None = None, device="cpu", verbose: bool = True
+) -> tuple[DomainNet, dict]:
     """The cached domain net for this train split, training (and caching) it on first use."""
     steps = steps or default_steps()
     path = extractor_path(train, steps)
@@ -236,7 +270,10 @@ def load_or_train(train: ImageSet, test: ImageSet, steps: int | None = None, dev
         except (MedganError, KeyError, RuntimeError) as e:  # a cache: a damaged entry is trained again
             print(f"medgan: the cached domain extractor {path} is unreadable ({e}); training it again", file=sys.stderr)
     if verbose:
-        print(f"medgan: training the domain feature extractor for {train.name} ({steps} steps, cached at {path})", file=sys.stderr)
+        print(
+            f"medgan: training the domain feature extractor for {train.name} ({steps} steps, cached at {path})",
+            file=sys.stderr,
+        )
     net, info = train_domain_net(train, test, steps=steps, device=device)
     files.save_torch(path, {"net": net.state_dict(), "info": info})
     return net, info

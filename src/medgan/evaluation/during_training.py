@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import ContextManager
 
 import torch
 
@@ -31,7 +32,6 @@ from medgan.metrics.catalogue import badness
 from medgan.rundir import RunDir, load_run
 from medgan.sample import generate_for_config
 
-
 # Real-vs-real floors by extractor (its train split and steps), reference split and number of images: the same for
 # every run of the data and every evaluation of a run (seeded), so they are computed once, kept per process and on
 # disk beside the domain extractor (at 64 px on one core they take about a minute).
@@ -40,9 +40,17 @@ FLOORS_VERSION = "1"  # in the floors' cache key: change it whenever a metric or
 
 
 class EvaluateDuringTraining:
-    def __init__(self, cfg: TrainConfig, run: RunDir, train: ImageSet, device: torch.device,
-                 sampling: Callable[[], ContextManager[torch.nn.Module]], save_best: Callable[[], None],
-                 reference: ImageSet | None = None, domain_steps: int | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run: RunDir,
+        train: ImageSet,
+        device: torch.device,
+        sampling: Callable[[], ContextManager[torch.nn.Module]],
+        save_best: Callable[[], None],
+        reference: ImageSet | None = None,
+        domain_steps: int | None = None,
+    ):
         self.cfg, self.run, self.train, self.device = cfg, run, train, device
         self.sampling, self.save_best = sampling, save_best
         self.reference, self.domain_steps = reference, domain_steps
@@ -64,14 +72,24 @@ class EvaluateDuringTraining:
         setup = self._prepare()
         position = {"step": step, "epoch": epoch}
         with self.sampling() as generator:
-            metrics = self._evaluate(generator, self.reference, {"kind": "select" if cfg.keep_best else "eval", **position},
-                                     log, tstr=last and not cfg.keep_best)
+            metrics = self._evaluate(
+                generator,
+                self.reference,
+                {"kind": "select" if cfg.keep_best else "eval", **position},
+                log,
+                tstr=last and not cfg.keep_best,
+            )
         if cfg.keep_best:
             self._keep_if_best(metrics[cfg.keep_best], position, log)
             if last:
                 best, _ = load_run(self.run.path, str(self.device), "best")
-                self._evaluate(best, self._split("test"), {"kind": "eval", **position, "checkpoint": "best",
-                                                           "best_epoch": log.info["best"]["epoch"]}, log, tstr=True)
+                self._evaluate(
+                    best,
+                    self._split("test"),
+                    {"kind": "eval", **position, "checkpoint": "best", "best_epoch": log.info["best"]["epoch"]},
+                    log,
+                    tstr=True,
+                )
         return setup
 
     def _prepare(self) -> float:
@@ -94,8 +112,17 @@ class EvaluateDuringTraining:
         known = bool(floors)
         # Conditional runs: labels as in the train split; TSTR (two classifier trainings) only when asked (the last epoch).
         images, labels = generate_for_config(generator, cfg, n, cfg.seed, "as-train", self.train)
-        result = evaluate(images, self.train, reference, ("domain",), self.device, domain_steps=self.domain_steps, n_pixel=200,
-                          labels=labels if tstr else None, floors=floors)
+        result = evaluate(
+            images,
+            self.train,
+            reference,
+            ("domain",),
+            self.device,
+            domain_steps=self.domain_steps,
+            n_pixel=200,
+            labels=labels if tstr else None,
+            floors=floors,
+        )
         if not known:
             files.write_json(cached_at, floors)
         for name, m in result["metrics"].items():
@@ -127,5 +154,13 @@ class EvaluateDuringTraining:
         best = log.info.get("best")
         if best is None or best["metric"] != name or score < best["badness"]:
             self.save_best()
-            log.status(best={"metric": name, "value": metric["value"], "floor": metric["floor"], "badness": score,
-                             **position, "split": "val"})
+            log.status(
+                best={
+                    "metric": name,
+                    "value": metric["value"],
+                    "floor": metric["floor"],
+                    "badness": score,
+                    **position,
+                    "split": "val",
+                }
+            )

@@ -38,7 +38,9 @@ BUILDERS = {
 }
 
 
-def build_extractor(name: str, train: ImageSet, test: ImageSet, device="cpu", inception_weights=None, domain_steps: int | None = None):
+def build_extractor(
+    name: str, train: ImageSet, test: ImageSet, device="cpu", inception_weights=None, domain_steps: int | None = None
+):
     if name not in BUILDERS:
         raise ValueError(f"unknown extractor {name!r}; choose from {', '.join(BUILDERS)}")
     return BUILDERS[name](train, test, device, inception_weights, domain_steps)
@@ -53,7 +55,9 @@ def _feature_metrics(features, logits, test_features, k: int = 5) -> dict:
     return out
 
 
-def build_extractors(names, train: ImageSet, test: ImageSet, device="cpu", inception_weights=None, domain_steps: int | None = None):
+def build_extractors(
+    names, train: ImageSet, test: ImageSet, device="cpu", inception_weights=None, domain_steps: int | None = None
+):
     """({name: extractor} of those available here, {name: info}); an unavailable one is a warning, not an error."""
     extractors, infos = {}, {}
     for name in names:
@@ -73,7 +77,15 @@ class Scorer:
     ``train`` gives the real images C2ST compares with (a random half, ``real_a``; ``real_b`` is the other
     half, for the C2ST floor) and the training images near-copies are searched among."""
 
-    def __init__(self, extractors: dict, reference: torch.Tensor, train: ImageSet, seed: int = 0, device="cpu", n_pixel: int = 1000):
+    def __init__(
+        self,
+        extractors: dict,
+        reference: torch.Tensor,
+        train: ImageSet,
+        seed: int = 0,
+        device="cpu",
+        n_pixel: int = 1000,
+    ):
         self.extractors, self.reference, self.train = extractors, reference, train
         self.seed, self.device, self.n_pixel = seed, device, n_pixel
         self.reference_features = {name: extractor(reference)[0] for name, extractor in extractors.items()}
@@ -84,7 +96,12 @@ class Scorer:
         """``{metric}_{extractor}``: FD, KID (and ``kid_std``), PRDC and IS on each extractor's features."""
         out = {}
         for name, extractor in self.extractors.items():
-            out.update({f"{key}_{name}": v for key, v in _feature_metrics(*extractor(images), self.reference_features[name]).items()})
+            out.update(
+                {
+                    f"{key}_{name}": v
+                    for key, v in _feature_metrics(*extractor(images), self.reference_features[name]).items()
+                }
+            )
         return out
 
     def c2st(self, images: torch.Tensor) -> dict:
@@ -149,8 +166,15 @@ def evaluate(
             metrics[name] = {"value": value, "floor": floor_value}
 
         built, infos = build_extractors(extractors, train, test, device, inception_weights, domain_steps)
-        result = {"dataset": train.name, "shape": list(train.shape), "n_generated": len(generated),
-                  "n_test": len(real_test), "n_floor": len(floor), "extractors": infos, "metrics": metrics}
+        result = {
+            "dataset": train.name,
+            "shape": list(train.shape),
+            "n_generated": len(generated),
+            "n_test": len(real_test),
+            "n_floor": len(floor),
+            "extractors": infos,
+            "metrics": metrics,
+        }
         scorer = Scorer(built, real_test, train, seed, device, n_pixel)
         if not floors:
             floors.update(_floors(scorer, floor, real_test))
@@ -162,7 +186,11 @@ def evaluate(
             metrics[f"kid_{name}"]["value_std"] = gen[f"kid_std_{name}"]
 
         try:  # optional extra: computed only where frd-score (and pyradiomics) are installed
-            put("frd", frechet_radiomics_distance(generated[:n_pixel], real_test), frechet_radiomics_distance(floor[:n_pixel], real_test))
+            put(
+                "frd",
+                frechet_radiomics_distance(generated[:n_pixel], real_test),
+                frechet_radiomics_distance(floor[:n_pixel], real_test),
+            )
             result["frd"] = {"available": True}
         except Unavailable as e:
             result["frd"] = {"available": False, "reason": str(e)}
@@ -201,9 +229,15 @@ def format_table(result: dict) -> str:
         elif name == "domain":
             ref = info.get("reference_resnet18_28")
             ref_text = f" (MedMNIST v2 ResNet-18 at 28 px: AUC {ref['auc']:.3f} / ACC {ref['acc']:.3f})" if ref else ""
-            trust = "" if info["trustworthy"] else "  NOT TRUSTWORTHY: far below the reference; read its metrics with care"
-            notes.append(f"domain extractor ({info['task']}): test AUC {info['test_auc']:.3f} / ACC {info['test_acc']:.3f}{ref_text}{trust}")
-    notes.append(f"{result['n_generated']} generated vs {result['n_test']} real test images; floor: {result['n_floor']} real train images")
+            trust = (
+                "" if info["trustworthy"] else "  NOT TRUSTWORTHY: far below the reference; read its metrics with care"
+            )
+            notes.append(
+                f"domain extractor ({info['task']}): test AUC {info['test_auc']:.3f} / ACC {info['test_acc']:.3f}{ref_text}{trust}"
+            )
+    notes.append(
+        f"{result['n_generated']} generated vs {result['n_test']} real test images; floor: {result['n_floor']} real train images"
+    )
     return "\n".join(lines + [""] + notes)
 
 

@@ -19,7 +19,9 @@ def _frd_module():
     try:
         from frd_score import frd
     except ImportError as e:
-        raise Unavailable(f"FRD needs the optional package frd-score (pip install frd-score) and pyradiomics: {e}") from None
+        raise Unavailable(
+            f"FRD needs the optional package frd-score (pip install frd-score) and pyradiomics: {e}"
+        ) from None
     return frd
 
 

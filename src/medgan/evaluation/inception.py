@@ -48,7 +48,9 @@ class InceptionExtractor:
         except ImportError:
             raise Unavailable("torch-fidelity is not installed: pip install torch-fidelity") from None
         path = find_weights(weights)
-        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path))
+        self.net = FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)
+        )
         self.net.eval().to(device)
         self.device, self.batch_size = device, batch_size
         self.info = {"weights": str(path)}

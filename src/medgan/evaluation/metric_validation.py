@@ -35,19 +35,28 @@ from medgan.evaluation.evaluate import Scorer, build_extractors
 from medgan.metrics.catalogue import NOT_VALIDATED, badness, direction
 
 MULTIPLE = 2.0  # sensitive: the smallest level's deviation exceeds MULTIPLE x the seed-to-seed spread
-RULE = (f"monotone: the deviation from level 0 in the metric's worse direction never decreases from one level to "
-        f"the next by more than the spread and is > {MULTIPLE:g} x the spread (and > 0) at level {LEVELS}; sensitive: monotone and the level-1 deviation > {MULTIPLE:g} x the "
-        f"metric's seed-to-seed spread (std over random half-splits of the real test split); "
-        f"passed: sensitive to every disturbance")
+RULE = (
+    f"monotone: the deviation from level 0 in the metric's worse direction never decreases from one level to "
+    f"the next by more than the spread and is > {MULTIPLE:g} x the spread (and > 0) at level {LEVELS}; sensitive: monotone and the level-1 deviation > {MULTIPLE:g} x the "
+    f"metric's seed-to-seed spread (std over random half-splits of the real test split); "
+    f"passed: sensitive to every disturbance"
+)
 
 
 def judge(metric: str, values: list[float], spread: float) -> dict:
     """Monotone? Sensitive? for one metric's values at levels 0..K and its spread (see the module docstring)."""
     deviation = [badness(metric, v, values[0]) - badness(metric, values[0], values[0]) for v in values]
-    monotone = all(b >= a - spread for a, b in zip(deviation, deviation[1:])) and deviation[-1] > max(0.0, MULTIPLE * spread)
+    monotone = all(b >= a - spread for a, b in zip(deviation, deviation[1:])) and deviation[-1] > max(
+        0.0, MULTIPLE * spread
+    )
     ratio = deviation[1] / spread if spread > 0 else (math.inf if deviation[1] > 0 else 0.0)
-    return {"values": values, "deviation": deviation, "monotone": monotone,
-            "level1_over_spread": ratio, "sensitive": bool(monotone and ratio > MULTIPLE)}
+    return {
+        "values": values,
+        "deviation": deviation,
+        "monotone": monotone,
+        "level1_over_spread": ratio,
+        "sensitive": bool(monotone and ratio > MULTIPLE),
+    }
 
 
 def _split(pool: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,8 +64,17 @@ def _split(pool: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return order[:n], order[n : 2 * n]
 
 
-def validate_metrics(train: ImageSet, test: ImageSet, extractors=("domain",), samples: int = 1000, seeds: int = 5,
-                     device="cpu", inception_weights=None, domain_steps: int | None = None, log=print) -> dict:
+def validate_metrics(
+    train: ImageSet,
+    test: ImageSet,
+    extractors=("domain",),
+    samples: int = 1000,
+    seeds: int = 5,
+    device="cpu",
+    inception_weights=None,
+    domain_steps: int | None = None,
+    log=print,
+) -> dict:
     """Run the protocol; returns the result that ``write_validation`` writes."""
     start = time.time()
     n = min(samples, len(test) // 2)
@@ -77,29 +95,56 @@ def validate_metrics(train: ImageSet, test: ImageSet, extractors=("domain",), sa
         images = pool[_split(len(pool), n, 0)[0]]
         levels: dict[str, list[dict]] = {}
         for name, disturb in disturbances(other).items():
-            levels[name] = [undisturbed[0]] + [scorers[0].values(disturb(images, level, seed=0)) for level in range(1, LEVELS + 1)]
+            levels[name] = [undisturbed[0]] + [
+                scorers[0].values(disturb(images, level, seed=0)) for level in range(1, LEVELS + 1)
+            ]
             log(f"{name}: levels 1-{LEVELS} ({time.time() - start:.0f} s)")
     table = {}
     for m in metrics:
         judged = {name: judge(m, [v[m] for v in values], spread[m]) for name, values in levels.items()}
-        table[m] = {"direction": direction(m), "spread": spread[m], "disturbances": judged,
-                    "sensitive_to": sum(j["sensitive"] for j in judged.values()), "passed": all(j["sensitive"] for j in judged.values())}
-    return {"dataset": train.name, "size": train.size, "channels": train.channels, "n_disturbed": n, "n_reference": n,
-            "test_images": len(test), "seeds": seeds, "strengths": STRENGTHS, "mixed_in_source": source, "rule": RULE,
-            "not_validated": NOT_VALIDATED, "extractors": infos, "metrics": table,
-            "undisturbed": undisturbed, "seconds": time.time() - start}
+        table[m] = {
+            "direction": direction(m),
+            "spread": spread[m],
+            "disturbances": judged,
+            "sensitive_to": sum(j["sensitive"] for j in judged.values()),
+            "passed": all(j["sensitive"] for j in judged.values()),
+        }
+    return {
+        "dataset": train.name,
+        "size": train.size,
+        "channels": train.channels,
+        "n_disturbed": n,
+        "n_reference": n,
+        "test_images": len(test),
+        "seeds": seeds,
+        "strengths": STRENGTHS,
+        "mixed_in_source": source,
+        "rule": RULE,
+        "not_validated": NOT_VALIDATED,
+        "extractors": infos,
+        "metrics": table,
+        "undisturbed": undisturbed,
+        "seconds": time.time() - start,
+    }
 
 
 def to_markdown(result: dict) -> str:
     """validation.md: per metric and disturbance the level-1 deviation in spreads, and the verdict."""
     names = list(result["strengths"])
-    lines = [f"# Metric validation: {result['dataset']} ({result['size']} px, {result['channels']} ch)", "",
-             f"Real test split ({result['test_images']} images) split into {result['n_disturbed']} disturbed vs "
-             f"{result['n_reference']} reference images; spread over {result['seeds']} random splits; "
-             f"mixed-in source: {result['mixed_in_source']}; {result['seconds']:.0f} s.", "",
-             f"Rule: {result['rule']}.", "",
-             "Cells: level-1 deviation / spread; `✓` sensitive, `~` monotone but level 1 within noise, `✗` not monotone.", "",
-             "| metric | better | spread | " + " | ".join(names) + " | verdict |", "|---" * (len(names) + 4) + "|"]
+    lines = [
+        f"# Metric validation: {result['dataset']} ({result['size']} px, {result['channels']} ch)",
+        "",
+        f"Real test split ({result['test_images']} images) split into {result['n_disturbed']} disturbed vs "
+        f"{result['n_reference']} reference images; spread over {result['seeds']} random splits; "
+        f"mixed-in source: {result['mixed_in_source']}; {result['seconds']:.0f} s.",
+        "",
+        f"Rule: {result['rule']}.",
+        "",
+        "Cells: level-1 deviation / spread; `✓` sensitive, `~` monotone but level 1 within noise, `✗` not monotone.",
+        "",
+        "| metric | better | spread | " + " | ".join(names) + " | verdict |",
+        "|---" * (len(names) + 4) + "|",
+    ]
     for metric, row in result["metrics"].items():
         cells = []
         for name in names:
@@ -107,14 +152,21 @@ def to_markdown(result: dict) -> str:
             mark = "✓" if j["sensitive"] else "~" if j["monotone"] else "✗"
             cells.append(f"{mark} {j['level1_over_spread']:.3g}")
         verdict = "passed" if row["passed"] else f"not sensitive ({row['sensitive_to']}/{len(names)})"
-        lines.append(f"| {metric} | {row['direction']} | {row['spread']:.3g} | " + " | ".join(cells) + f" | {verdict} |")
-    lines += ["", "Strengths of levels 1-4: " + "; ".join(f"{k} {list(v)}" for k, v in result["strengths"].items()) + "."]
+        lines.append(
+            f"| {metric} | {row['direction']} | {row['spread']:.3g} | " + " | ".join(cells) + f" | {verdict} |"
+        )
+    lines += [
+        "",
+        "Strengths of levels 1-4: " + "; ".join(f"{k} {list(v)}" for k, v in result["strengths"].items()) + ".",
+    ]
     lines += [f"Not validated: {k} ({why})." for k, why in result["not_validated"].items()]
     for name, info in result["extractors"].items():
         if not info.get("available"):
             lines.append(f"{name} extractor unavailable: {info['reason']}")
         elif "test_auc" in info:
-            lines.append(f"{name} extractor ({info['task']}): test AUC {info['test_auc']:.3f} / ACC {info['test_acc']:.3f}.")
+            lines.append(
+                f"{name} extractor ({info['task']}): test AUC {info['test_auc']:.3f} / ACC {info['test_acc']:.3f}."
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -132,8 +184,14 @@ def plot(result: dict, path) -> None:
         for metric, row in result["metrics"].items():
             j = row["disturbances"][name]
             scale = max(abs(d) for d in j["deviation"]) or 1.0
-            ax.plot(range(LEVELS + 1), [d / scale for d in j["deviation"]], marker="o", ms=3,
-                    linestyle="-" if j["sensitive"] else "--", label=metric)
+            ax.plot(
+                range(LEVELS + 1),
+                [d / scale for d in j["deviation"]],
+                marker="o",
+                ms=3,
+                linestyle="-" if j["sensitive"] else "--",
+                label=metric,
+            )
         ax.set_title(name)
         ax.set_xlabel("level")
         ax.set_xticks(range(LEVELS + 1))

@@ -30,7 +30,9 @@ class Metric:
 
 
 CATALOGUE = [
-    Metric("c2st", "classifier two-sample test accuracy (0.5 = indistinguishable)", "-> 0.5", keep_best=True, in_study=True),
+    Metric(
+        "c2st", "classifier two-sample test accuracy (0.5 = indistinguishable)", "-> 0.5", keep_best=True, in_study=True
+    ),
     Metric("fd", "Frechet distance", "lower", per_extractor=True, keep_best=True, in_study=True),
     Metric("kid", "kernel distance (KID)", "lower", per_extractor=True, keep_best=True, in_study=True),
     Metric("precision", "precision (k=5)", "higher", per_extractor=True, keep_best=True, in_study=True),
@@ -40,9 +42,19 @@ CATALOGUE = [
     Metric("is", "Inception-style score on classifier logits", "~floor", per_extractor=True),
     Metric("diversity_ssim", "mean SSIM of random pairs (high = mode collapse)", "~floor", in_study=True),
     Metric("ssim_best", "best SSIM to a real test image (seed 004)", "~floor"),
-    Metric("near_copies", "fraction of near-copies of training images", "lower", in_study=True,
-           not_validated="measures memorisation of training images, which no disturbance of test images changes"),
-    Metric("tstr", "train-on-synthetic, test-on-real classifier AUC/ACC (floor: trained on as many real images)", "higher", in_study=True),
+    Metric(
+        "near_copies",
+        "fraction of near-copies of training images",
+        "lower",
+        in_study=True,
+        not_validated="measures memorisation of training images, which no disturbance of test images changes",
+    ),
+    Metric(
+        "tstr",
+        "train-on-synthetic, test-on-real classifier AUC/ACC (floor: trained on as many real images)",
+        "higher",
+        in_study=True,
+    ),
     Metric("frd", "Frechet radiomics distance (frd-score)", "lower"),
 ]
 _BY_NAME = {m.name: m for m in CATALOGUE}

@@ -81,9 +81,7 @@ def inception_score(logits, splits=10) -> tuple[float, float]:
 
 def _kth_neighbour_distances(feats: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
     """Distance from each point to its k-th nearest other point (topk's first hit is the point itself)."""
-    return torch.cat([
-        torch.cdist(rows, feats).topk(k + 1, largest=False).values[:, -1] for rows in feats.split(chunk)
-    ])
+    return torch.cat([torch.cdist(rows, feats).topk(k + 1, largest=False).values[:, -1] for rows in feats.split(chunk)])
 
 
 def precision_recall_density_coverage(real, fake, k=5, chunk=2048) -> dict[str, float]:

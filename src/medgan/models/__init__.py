@@ -44,14 +44,24 @@ def add_spectral_norm(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         if isinstance(child, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
             dim = 1 if isinstance(child, nn.ConvTranspose2d) else 0  # the output channels, as torch's spectral_norm
-            register_parametrization(child, "weight", SpectralNorm(child.weight, n_power_iterations=1, dim=dim, eps=1e-12))
+            register_parametrization(
+                child, "weight", SpectralNorm(child.weight, n_power_iterations=1, dim=dim, eps=1e-12)
+            )
         else:
             add_spectral_norm(child)
     return module
 
 
-def build_models(name: str, shape: tuple[int, int, int], latent_dim: int = 100, batch_norm_in_d: bool = True, width: int = 64,
-                 spectral_norm: bool = False, n_classes: int = 0, minibatch_std: bool = False) -> tuple[nn.Module, nn.Module]:
+def build_models(
+    name: str,
+    shape: tuple[int, int, int],
+    latent_dim: int = 100,
+    batch_norm_in_d: bool = True,
+    width: int = 64,
+    spectral_norm: bool = False,
+    n_classes: int = 0,
+    minibatch_std: bool = False,
+) -> tuple[nn.Module, nn.Module]:
     """Return ``(generator, discriminator)`` for images of ``shape`` = (C, H, W).
 
     With ``spectral_norm`` every layer of D is spectrally normalised and D has no batch norm.

@@ -47,12 +47,17 @@ class DCGANGenerator(nn.Module):
         self.project = nn.Sequential(
             nn.Linear(latent_dim, top * base * base, bias=False),
             nn.Unflatten(1, (top, base, base)),
-            nn.BatchNorm2d(top), nn.ReLU(inplace=True),
+            nn.BatchNorm2d(top),
+            nn.ReLU(inplace=True),
         )
         layers = []
         for stage in reversed(range(k)):
             c_in, c_out = _width(stage, width), _width(max(stage - 1, 0), width)
-            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            layers += [
+                nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
         layers += [nn.Conv2d(_width(0, width), channels, 3, 1, 1), nn.Tanh()]
         self.body = nn.Sequential(*layers)
         self.apply(init_dcgan)
@@ -66,7 +71,9 @@ class DCGANDiscriminator(nn.Module):
 
     ``minibatch_std`` appends the minibatch standard deviation (groups of 4) as a channel before the head."""
 
-    def __init__(self, shape: tuple[int, int, int], width: int = 64, batch_norm: bool = True, minibatch_std: bool = False, **_):
+    def __init__(
+        self, shape: tuple[int, int, int], width: int = 64, batch_norm: bool = True, minibatch_std: bool = False, **_
+    ):
         super().__init__()
         channels, size, _ = shape
         k = num_stages(size)

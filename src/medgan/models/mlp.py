@@ -15,10 +15,16 @@ class MLPGenerator(nn.Module):
         self.shape, self.latent_dim = shape, latent_dim
         norm = nn.BatchNorm1d if mlp_batch_norm else lambda _: nn.Identity()
         self.net = nn.Sequential(
-            nn.Linear(latent_dim, 128), nn.ReLU(),
-            nn.Linear(128, 256), norm(256), nn.ReLU(),
-            nn.Linear(256, 512), norm(512), nn.ReLU(),
-            nn.Linear(512, math.prod(shape)), nn.Tanh(),
+            nn.Linear(latent_dim, 128),
+            nn.ReLU(),
+            nn.Linear(128, 256),
+            norm(256),
+            nn.ReLU(),
+            nn.Linear(256, 512),
+            norm(512),
+            nn.ReLU(),
+            nn.Linear(512, math.prod(shape)),
+            nn.Tanh(),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -31,8 +37,10 @@ class MLPDiscriminator(nn.Module):
         act = (lambda: nn.LeakyReLU(0.2)) if leaky else nn.ReLU
         self.features = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(math.prod(shape), 512), act(),
-            nn.Linear(512, 256), act(),
+            nn.Linear(math.prod(shape), 512),
+            act(),
+            nn.Linear(512, 256),
+            act(),
         )
         self.head = nn.Linear(256, 1)
 

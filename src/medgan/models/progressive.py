@@ -44,7 +44,9 @@ def init_he(module: nn.Module) -> None:
 
 
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(c_out, c_out, 3, 1, 1), nn.LeakyReLU(0.2))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(c_out, c_out, 3, 1, 1), nn.LeakyReLU(0.2)
+    )
 
 
 class Growing(nn.Module):
@@ -83,8 +85,12 @@ class ProgressiveGenerator(Growing):
         channels, size, _ = shape
         super().__init__(size, width)
         self.latent_dim, base, c0 = latent_dim, self.resolutions[0], self.channels[0]
-        self.project = nn.Sequential(nn.Linear(latent_dim, c0 * base * base), nn.Unflatten(1, (c0, base, base)), nn.LeakyReLU(0.2))
-        self.blocks = nn.ModuleList([conv_block(c0, c0)] + [conv_block(a, b) for a, b in zip(self.channels, self.channels[1:])])
+        self.project = nn.Sequential(
+            nn.Linear(latent_dim, c0 * base * base), nn.Unflatten(1, (c0, base, base)), nn.LeakyReLU(0.2)
+        )
+        self.blocks = nn.ModuleList(
+            [conv_block(c0, c0)] + [conv_block(a, b) for a, b in zip(self.channels, self.channels[1:])]
+        )
         self.to_rgb = nn.ModuleList([nn.Conv2d(c, channels, 1) for c in self.channels])
         self.apply(init_he)
 
@@ -106,8 +112,12 @@ class ProgressiveDiscriminator(Growing):
         channels, size, _ = shape
         super().__init__(size, width)
         c0, base = self.channels[0], self.resolutions[0]
-        self.from_rgb = nn.ModuleList([nn.Sequential(nn.Conv2d(channels, c, 1), nn.LeakyReLU(0.2)) for c in self.channels])
-        self.blocks = nn.ModuleList([conv_block(b, a) for a, b in zip(self.channels, self.channels[1:])])  # level i+1 -> i
+        self.from_rgb = nn.ModuleList(
+            [nn.Sequential(nn.Conv2d(channels, c, 1), nn.LeakyReLU(0.2)) for c in self.channels]
+        )
+        self.blocks = nn.ModuleList(
+            [conv_block(b, a) for a, b in zip(self.channels, self.channels[1:])]
+        )  # level i+1 -> i
         self.final = nn.Sequential(conv_block(c0 + 1, c0), nn.Flatten())
         self.head = nn.Linear(c0 * base * base, 1)
         self.apply(init_he)
@@ -124,4 +134,3 @@ class ProgressiveDiscriminator(Growing):
 
     def forward(self, x):
         return self.head(self.features(x)).view(-1)
-

@@ -51,8 +51,12 @@ class ResNetGenerator(nn.Module):
         k = num_stages(size)
         self.base, self.top, self.latent_dim = size // 2**k, _width(k - 1, width), latent_dim
         self.project = nn.Linear(latent_dim, self.top * self.base**2)
-        self.blocks = nn.Sequential(*[GeneratorBlock(_width(s, width), _width(max(s - 1, 0), width)) for s in reversed(range(k))])
-        self.out = nn.Sequential(nn.BatchNorm2d(_width(0, width)), nn.ReLU(), nn.Conv2d(_width(0, width), channels, 3, 1, 1), nn.Tanh())
+        self.blocks = nn.Sequential(
+            *[GeneratorBlock(_width(s, width), _width(max(s - 1, 0), width)) for s in reversed(range(k))]
+        )
+        self.out = nn.Sequential(
+            nn.BatchNorm2d(_width(0, width)), nn.ReLU(), nn.Conv2d(_width(0, width), channels, 3, 1, 1), nn.Tanh()
+        )
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
@@ -86,4 +90,3 @@ class ResNetDiscriminator(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x)).view(-1)
-

@@ -27,17 +27,37 @@ from medgan.train import Trainer
 STUDY_PRESETS: dict[str, dict] = {
     # The README's main job: the seed notebooks' MLP nets against DCGAN nets, LSGAN, 3 seeds, on the built-in set in
     # grayscale; one evaluation per run, at the end. Chosen by measurement to fit 5 minutes on the 2-core CPU.
-    "quickstart": {"dataset": "builtin", "models": ["mlp", "dcgan"], "losses": ["lsgan"], "seeds": 3,
-                   "train": {"epochs": 10, "width": 32, "channels": 1, "eval_samples": 500, "eval_every": 10}},
+    "quickstart": {
+        "dataset": "builtin",
+        "models": ["mlp", "dcgan"],
+        "losses": ["lsgan"],
+        "seeds": 3,
+        "train": {"epochs": 10, "width": 32, "channels": 1, "eval_samples": 500, "eval_every": 10},
+    },
     # Seed 000/001: MLP nets on ChestMNIST, LSGAN/WGAN/WGAN-GP, 50 epochs, batch 64, Adam 2e-4 (0.5, 0.999).
-    "seed-chestmnist": {"dataset": "chestmnist", "models": ["mlp"], "losses": ["lsgan", "wgan", "wgan-gp"],
-                        "seeds": 3, "train": {"epochs": 50, "batch_size": 64, "lr": 2e-4}},
+    "seed-chestmnist": {
+        "dataset": "chestmnist",
+        "models": ["mlp"],
+        "losses": ["lsgan", "wgan", "wgan-gp"],
+        "seeds": 3,
+        "train": {"epochs": 50, "batch_size": 64, "lr": 2e-4},
+    },
     # Seed 003: conv nets with batch norm (none in the critics), grayscale RetinaMNIST, n_critic 5 for the WGANs.
-    "seed-retinamnist": {"dataset": "retinamnist", "models": ["dcgan"], "losses": ["lsgan", "wgan", "wgan-gp"],
-                         "seeds": 3, "train": {"epochs": 50, "batch_size": 64, "lr": 2e-4, "channels": 1}},
+    "seed-retinamnist": {
+        "dataset": "retinamnist",
+        "models": ["dcgan"],
+        "losses": ["lsgan", "wgan", "wgan-gp"],
+        "seeds": 3,
+        "train": {"epochs": 50, "batch_size": 64, "lr": 2e-4, "channels": 1},
+    },
     # Seed 002: BCE GAN, MLP G with batch norm, LeakyReLU D, PathMNIST converted to grayscale.
-    "seed-pathmnist": {"dataset": "pathmnist", "models": ["mlp-bn"], "losses": ["gan"],
-                       "seeds": 3, "train": {"epochs": 50, "batch_size": 64, "lr": 2e-4, "channels": 1}},
+    "seed-pathmnist": {
+        "dataset": "pathmnist",
+        "models": ["mlp-bn"],
+        "losses": ["gan"],
+        "seeds": 3,
+        "train": {"epochs": 50, "batch_size": 64, "lr": 2e-4, "channels": 1},
+    },
 }
 HEADLINE = "fd_domain"
 VALIDATION = Path("validation") / "validation.json"  # inside the study folder: see load_validation
@@ -57,7 +77,9 @@ class Study:
         base = from_dict({"dataset": self.dataset, **self.train})
         return [
             (f"{m}-{l}-s{s}", base.replace(model=m, loss=l, seed=s, out=str(Path(self.out) / "runs" / f"{m}-{l}-s{s}")))
-            for m in self.models for l in self.losses for s in range(self.seeds)
+            for m in self.models
+            for l in self.losses
+            for s in range(self.seeds)
         ]
 
 
@@ -68,15 +90,28 @@ def summarise_run(name: str, cfg: TrainConfig, error: str | None = None) -> dict
     records = run.read_records()
     evals, epochs = [r for r in records if r.get("kind") == "eval"], [r for r in records if r.get("kind") == "epoch"]
     last = evals[-1] if evals else {}
-    evaluation = {k: v for k, v in last.items() if k not in ("kind", "step", "epoch", "eval_time_s", "domain_test_auc", "domain_test_acc")}
+    evaluation = {
+        k: v
+        for k, v in last.items()
+        if k not in ("kind", "step", "epoch", "eval_time_s", "domain_test_auc", "domain_test_acc")
+    }
     return {
-        "name": name, "variant": f"{cfg.model}-{cfg.loss}", "model": cfg.model, "loss": cfg.loss, "seed": cfg.seed,
-        "status": info.get("status", "failed" if error else "missing"), "error": error or info.get("error"),
-        "wall_time_s": info.get("wall_time_s"), "eval_seconds": info.get("eval_seconds"),
-        "steps": epochs[-1]["step"] if epochs else 0, "epochs": info.get("epochs_done", 0),
-        "device": info.get("device"), "metrics": evaluation,
+        "name": name,
+        "variant": f"{cfg.model}-{cfg.loss}",
+        "model": cfg.model,
+        "loss": cfg.loss,
+        "seed": cfg.seed,
+        "status": info.get("status", "failed" if error else "missing"),
+        "error": error or info.get("error"),
+        "wall_time_s": info.get("wall_time_s"),
+        "eval_seconds": info.get("eval_seconds"),
+        "steps": epochs[-1]["step"] if epochs else 0,
+        "epochs": info.get("epochs_done", 0),
+        "device": info.get("device"),
+        "metrics": evaluation,
         "domain_extractor": {k: last[k] for k in ("domain_test_auc", "domain_test_acc") if k in last},
-        "versions": info.get("versions", {}), "dir": str(run),
+        "versions": info.get("versions", {}),
+        "dir": str(run),
     }
 
 
@@ -139,12 +174,21 @@ def run_packed(specs: list[tuple[str, TrainConfig]], k: int | None):
                 except KeyboardInterrupt:
                     raise
                 except Exception as e:
-                    warnings.warn(f"the pack of {', '.join(name for name, _ in chunk)} failed ({type(e).__name__}: {e}); "
-                                  "its runs go on one at a time", MedganWarning, stacklevel=2)
+                    warnings.warn(
+                        f"the pack of {', '.join(name for name, _ in chunk)} failed ({type(e).__name__}: {e}); "
+                        "its runs go on one at a time",
+                        MedganWarning,
+                        stacklevel=2,
+                    )
             yield from (run_one(name, cfg) for name, cfg in chunk)
 
 
-def run_all(specs: list[tuple[str, TrainConfig]], backend: str = "local", ray_address: str | None = None, pack: str | int = "off"):
+def run_all(
+    specs: list[tuple[str, TrainConfig]],
+    backend: str = "local",
+    ray_address: str | None = None,
+    pack: str | int = "off",
+):
     """Yield each run's record as it finishes: in sequence here (``pack``: several at once, see ``run_packed``), or
     as Ray tasks (1 GPU each when the cluster has GPUs) on a local Ray instance or the cluster at ``ray_address``."""
     k = pack_size(pack)
@@ -154,7 +198,9 @@ def run_all(specs: list[tuple[str, TrainConfig]], backend: str = "local", ray_ad
     if backend != "ray":
         raise MedganError(f"backend must be local or ray, got {backend!r}")
     if k is None or k > 1:
-        raise MedganError("--pack is for the local backend; with --backend ray each run is a task of its own (--pack off)")
+        raise MedganError(
+            "--pack is for the local backend; with --backend ray each run is a task of its own (--pack off)"
+        )
     try:
         import ray
     except ImportError:
@@ -188,9 +234,14 @@ def compare(study: Study, backend: str = "local", ray_address: str | None = None
         order = [name for name, _ in specs]
         records.sort(key=lambda r: order.index(r["name"]))
         summary = aggregate(records)
-        results = {"study": study.__dict__, "runs": records, "summary": summary,
-                   "separated": {m: separations(summary, m) for m in _metrics(summary) if separable(m)},
-                   "validation": load_validation(study), "wall_time_s": time.time() - start}
+        results = {
+            "study": study.__dict__,
+            "runs": records,
+            "summary": summary,
+            "separated": {m: separations(summary, m) for m in _metrics(summary) if separable(m)},
+            "validation": load_validation(study),
+            "wall_time_s": time.time() - start,
+        }
         if results["validation"]:
             passed = [m for m, ok in results["validation"]["passed"].items() if ok]
             results["ranking"] = ranking(summary, passed)
@@ -213,10 +264,16 @@ def load_validation(study: Study) -> dict | None:
     validation = json.loads(path.read_text())
     size = study.train.get("size") or 28
     if (validation["dataset"], validation["size"]) != (study.dataset, size):
-        return {"path": str(VALIDATION.with_suffix(".md")), "passed": {}, "mismatch":
-                f"it is for {validation['dataset']} at {validation['size']} px, the study {study.dataset} at {size} px"}
-    return {"path": str(VALIDATION.with_suffix(".md")), "passed": {m: row["passed"] for m, row in validation["metrics"].items()},
-            "not_validated": validation.get("not_validated", {})}
+        return {
+            "path": str(VALIDATION.with_suffix(".md")),
+            "passed": {},
+            "mismatch": f"it is for {validation['dataset']} at {validation['size']} px, the study {study.dataset} at {size} px",
+        }
+    return {
+        "path": str(VALIDATION.with_suffix(".md")),
+        "passed": {m: row["passed"] for m, row in validation["metrics"].items()},
+        "not_validated": validation.get("not_validated", {}),
+    }
 
 
 def load_study_file(path: str | Path) -> dict:
@@ -225,7 +282,9 @@ def load_study_file(path: str | Path) -> dict:
     allowed = {"preset", "dataset", "models", "losses", "seeds", "out", "train"}
     unknown = sorted(set(values) - allowed)
     if unknown:
-        raise MedganError(f"{path}: unknown study key(s) {unknown}; valid: {sorted(allowed)} (training settings go under [train])")
+        raise MedganError(
+            f"{path}: unknown study key(s) {unknown}; valid: {sorted(allowed)} (training settings go under [train])"
+        )
     return values
 
 
