@@ -46,7 +46,8 @@ def main() -> None:
     a = train.uint8(torch.randint(0, len(train), (args.n,), generator=g))  # stand-ins for generated images
     b = train.uint8(torch.randint(0, len(train), (args.n,), generator=g))
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.n} vs {args.n} images of {tuple(a.shape[1:])}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"{args.n} vs {args.n} images of {tuple(a.shape[1:])}"
     )
 
     timings = {}
@@ -78,7 +79,8 @@ def main() -> None:
         print(f"  {name:<36} {seconds:7.3f} s")
     print(f"  {'total':<36} {total:7.3f} s   (target < 5 s)")
     print(
-        f"FD {fd:.5f} (scipy sqrtm {fd_scipy:.5f}, {baseline_fd:.3f} s: medgan's FD is {baseline_fd / timings['FD']:.1f}x faster)"
+        f"FD {fd:.5f} (scipy sqrtm {fd_scipy:.5f}, {baseline_fd:.3f} s: "
+        f"medgan's FD is {baseline_fd / timings['FD']:.1f}x faster)"
     )
     print(f"KID {kid[0]:.2e} ± {kid[1]:.1e}; PRDC {prdc}")
 

@@ -46,7 +46,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
-        f"torch {torch.__version__} | threads {args.threads} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs"
+        f"torch {torch.__version__} | threads {args.threads} | "
+        f"{platform.processor() or platform.machine()} | {os.cpu_count()} CPUs"
     )
     h = torch.randn(args.batch, 128, 7, 7).to(torch.bfloat16 if args.dtype == "bf16" else torch.float32)
     assert torch.allclose(minibatch_stddev(h, 4).float(), with_torch_var(h).float(), atol=1e-2)
@@ -55,7 +56,8 @@ def main() -> None:
         seconds(with_torch_var, h, args.repeats),
     )
     print(
-        f"input {tuple(h.shape)} {args.dtype}: medgan {ours * 1e3:.2f} ms, torch.var {baseline * 1e3:.2f} ms, x{baseline / ours:.1f}"
+        f"input {tuple(h.shape)} {args.dtype}: medgan {ours * 1e3:.2f} ms, "
+        f"torch.var {baseline * 1e3:.2f} ms, x{baseline / ours:.1f}"
     )
 
 

@@ -50,7 +50,9 @@ def random_images(n: int = 1024) -> ImageSet:
 
 
 def measure(model: str, k: int, steps: int, device: str) -> tuple[float, float]:
-    """(sequential, packed) seconds per step of all K runs (``medgan.packed.step_seconds``, what ``--pack auto`` uses)."""
+    """(sequential, packed) seconds per step of all K runs.
+
+    Measured by ``medgan.packed.step_seconds``, what ``--pack auto`` uses."""
     with tempfile.TemporaryDirectory() as out:
         return step_seconds(configs(model, k, device, out), random_images(), steps)
 
@@ -66,14 +68,16 @@ def main() -> None:
         torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
     )
     print(
-        f"device {args.device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch 64 per run"
+        f"device {args.device} ({name}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s), batch 64 per run"
     )
     print("model  K   sequential runs*steps/s   packed runs*steps/s   packed / sequential")
     for model in args.models.split(","):
         for k in map(int, args.ks.split(",")):
             seconds_seq, seconds_packed = measure(model, k, args.steps, args.device)
             print(
-                f"{model:<6} {k:<3} {k / seconds_seq:>24.1f} {k / seconds_packed:>21.1f} {seconds_seq / seconds_packed:>21.2f}",
+                f"{model:<6} {k:<3} {k / seconds_seq:>24.1f} {k / seconds_packed:>21.1f} "
+                f"{seconds_seq / seconds_packed:>21.2f}",
                 flush=True,
             )
 

@@ -8,7 +8,8 @@ over the blocks and the speed-up against fp32.
 
     python benchmarks/precision_speed.py                          # dcgan and mlp, lsgan, 1 thread
     python benchmarks/precision_speed.py --models dcgan resnet --compile --threads 2
-    python benchmarks/precision_speed.py --models best --preset best --dataset breastmnist --size 64 --contiguous --precisions fp32
+    python benchmarks/precision_speed.py --models best --preset best --dataset breastmnist --size 64 \\
+        --contiguous --precisions fp32
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def main() -> None:
     data = load_dataset(args.dataset, "train", args.size, None, args.data_root)
     print(
         f"torch {torch.__version__} | {args.device} | threads {torch.get_num_threads()} | {platform.machine()} "
-        f"{cpu_flags()} | {args.dataset} {tuple(data.images.shape[1:])} batch 64 | {args.preset and 'preset ' + args.preset or args.loss}"
+        f"{cpu_flags()} | {args.dataset} {tuple(data.images.shape[1:])} batch 64 | "
+        f"{args.preset and 'preset ' + args.preset or args.loss}"
     )
     variants = [""] + ["compiled"] * args.compile + ["contiguous"] * args.contiguous
     modes = [(precision, variant) for variant in variants for precision in args.precisions]
@@ -113,7 +115,8 @@ def main() -> None:
             for m in modes:
                 t = statistics.median(times[m])
                 print(
-                    f"  {model:8s} {m[0]} {m[1]:10s} {t:.4f} s/step  x{base / t:.2f} vs {modes[0][0]}  blocks {[round(x, 4) for x in times[m]]}"
+                    f"  {model:8s} {m[0]} {m[1]:10s} {t:.4f} s/step  x{base / t:.2f} vs {modes[0][0]}  "
+                    f"blocks {[round(x, 4) for x in times[m]]}"
                 )
 
 

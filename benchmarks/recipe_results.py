@@ -3,12 +3,15 @@
 Each run is an ordinary ``medgan train`` run (resumable: re-running the command skips finished runs and
 resumes interrupted ones) with a wall-time budget (``max_minutes = --minutes``): training stops at its
 configured epochs or at the end of the first epoch past the budget, whichever comes first. The run is then
-evaluated once with the domain extractor on ``--samples`` images from the sampling generator (EMA weights when the recipe has them) against the real test split, beside
-each metric's real-vs-real floor. The table (mean ± std over seeds; the floor's mean in brackets) is printed
-and written to OUT/results.md and results.json.
+evaluated once with the domain extractor on ``--samples`` images from the sampling generator (EMA weights
+when the recipe has them) against the real test split, beside each metric's real-vs-real floor. The table
+(mean ± std over seeds; the floor's mean in brackets) is printed and written to OUT/results.md and
+results.json.
 
-    python benchmarks/recipe_results.py --recipes baseline dcgan small-data --datasets pneumoniamnist breastmnist --seeds 0 1 2 --minutes 45
-    python benchmarks/recipe_results.py --recipes dcgan --seeds 0 1 2 --minutes 45 --snapshot-minutes 10 20 --set 'precision="bf16"'
+    python benchmarks/recipe_results.py --recipes baseline dcgan small-data \\
+        --datasets pneumoniamnist breastmnist --seeds 0 1 2 --minutes 45
+    python benchmarks/recipe_results.py --recipes dcgan --seeds 0 1 2 --minutes 45 \\
+        --snapshot-minutes 10 20 --set 'precision="bf16"'
     python benchmarks/recipe_results.py --table-only --out runs/recipes       # the table of every finished run
 """
 
@@ -188,7 +191,8 @@ def main() -> None:
 
     overrides = tomllib.loads("\n".join(args.set))
     print(
-        f"torch {torch.__version__} | threads {torch.get_num_threads()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs"
+        f"torch {torch.__version__} | threads {torch.get_num_threads()} | "
+        f"{platform.processor() or platform.machine()} | {os.cpu_count()} CPUs"
     )
     results = (
         [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("*/*/s*/recipe_result.json"))]

@@ -297,8 +297,8 @@ def main(argv=None) -> int:
         seed_t, fit_t, step_t, fit_total = run_loss(args, data, images, labels, name)
         rows.append((name, seed_t, fit_t, step_t))
         print(
-            f"  {name:8s} seed {['%.3f' % t for t in seed_t]}  fit {['%.3f' % t for t in fit_t]} "
-            f"(fit() {fit_total:.2f} s)  steps {['%.3f' % t for t in step_t]}  load {loadavg()}",
+            f"  {name:8s} seed {[f'{t:.3f}' for t in seed_t]}  fit {[f'{t:.3f}' for t in fit_t]} "
+            f"(fit() {fit_total:.2f} s)  steps {[f'{t:.3f}' for t in step_t]}  load {loadavg()}",
             flush=True,
         )
     cores = os.cpu_count() or 1
@@ -318,7 +318,8 @@ def main(argv=None) -> int:
         )
     if busy:
         print(
-            f"WARNING: 1-min load average reached {max(float(load_before), float(loadavg())):.1f} on {cores} logical CPUs: "
+            f"WARNING: 1-min load average reached {max(float(load_before), float(loadavg())):.1f} "
+            f"on {cores} logical CPUs: "
             "other processes competed for the CPU, so absolute times are inflated and noisy (the loops were "
             "interleaved epoch by epoch so the ratios are less affected)."
         )

@@ -30,9 +30,12 @@ FLAGS = [
 ]
 # Runs in the page: the number of images that failed to decode and of resources fetched over the network,
 # written into the DOM for --dump-dom to read.
-PROBE = """<script>addEventListener('load', () => { const bad = [...document.images].filter(i => !i.complete || i.naturalWidth === 0);
-const remote = performance.getEntriesByType('resource').filter(e => !e.name.startsWith('data:') && !e.name.startsWith('file:'));
-document.body.setAttribute('data-broken-images', bad.length); document.body.setAttribute('data-images', document.images.length);
+PROBE = """<script>addEventListener('load', () => {
+const bad = [...document.images].filter(i => !i.complete || i.naturalWidth === 0);
+const remote = performance.getEntriesByType('resource')
+  .filter(e => !e.name.startsWith('data:') && !e.name.startsWith('file:'));
+document.body.setAttribute('data-broken-images', bad.length);
+document.body.setAttribute('data-images', document.images.length);
 document.body.setAttribute('data-remote', remote.length); });</script>"""
 # Remote references in the page's source: src=/href= attributes and CSS url() pointing at http(s) or //host.
 REMOTE = re.compile(r"""(?:\b(?:src|href)\s*=\s*["']?|url\(\s*["']?)(?:https?:)?//""", re.IGNORECASE)

@@ -9,6 +9,9 @@ Helpers importable from test modules (``from conftest import write_medmnist, nee
   ``.npz`` and returns its folder (use it as ``root=`` / ``--data-root``).
 * ``SHARED_DATA`` / ``needs_shared_data``: the real MedMNIST files of ``../shared/data`` and a skip
   marker for tests that need them.
+
+Fixtures shared by several test modules: ``tiny_study`` (a small two-variant, two-seed study, not yet
+run) and ``nan_loss`` (registers a loss whose D loss is NaN; yields its name).
 """
 
 from __future__ import annotations
@@ -115,3 +118,38 @@ def cache_dir():
 def medmnist_root(tmp_path):
     """Folder holding a default small ``pneumoniamnist.npz`` (64/16/16 images of 28x28)."""
     return write_medmnist(tmp_path / "medmnist")
+
+
+@pytest.fixture
+def tiny_study(tmp_path, monkeypatch):
+    """A two-variant (mlp x lsgan/hinge), two-seed study of one epoch on a small written pneumoniamnist."""
+    from medgan.study.compare import Study
+
+    monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")
+    root = write_medmnist(tmp_path / "data", n=(128, 16, 64))
+    train = {"data_root": str(root), "epochs": 1, "batch_size": 32, "eval_samples": 64}
+    return Study(
+        dataset="pneumoniamnist",
+        models=["mlp"],
+        losses=["lsgan", "hinge"],
+        seeds=2,
+        train=train,
+        out=str(tmp_path / "study"),
+    )
+
+
+@pytest.fixture
+def nan_loss():
+    """A loss "test-nan" whose D loss is NaN at the first step, registered for the test."""
+    from medgan.losses import LOSSES, GANLoss, register
+
+    @register("test-nan")
+    class NaNLoss(GANLoss):
+        def d_from_scores(self, real_out, fake_out):
+            return (real_out * float("nan")).mean()
+
+        def g_loss(self, fake_out):
+            return fake_out.mean()
+
+    yield "test-nan"
+    LOSSES.pop("test-nan")

@@ -12,7 +12,6 @@ from medgan.files import load_torch
 from medgan.packed import Pack, pack_key, stacked_module
 from medgan.sample import generate, generate_for_run
 from medgan.train import Trainer
-from test_study import nan_loss, tiny_study  # noqa: F401 (fixtures)
 from test_train import tiny_data
 
 BASE = {

@@ -130,7 +130,8 @@ PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kc
 def test_the_browser_check_finds_remote_references_without_a_browser(tmp_path):
     page = tmp_path / "report.html"
     page.write_text(
-        "<html><body><img src='https://example.invalid/a.png'><div style=\"background:url(//cdn.invalid/x.css)\"></div></body></html>"
+        "<html><body><img src='https://example.invalid/a.png'>"
+        '<div style="background:url(//cdn.invalid/x.css)"></div></body></html>'
     )
     assert len(_checker().REMOTE.findall(page.read_text())) == 2
     assert not _checker().REMOTE.findall(

@@ -7,9 +7,8 @@ import pytest
 
 from conftest import write_medmnist
 from medgan.cli import main
-from medgan.losses import LOSSES, GANLoss, register
 from medgan.study.aggregate import aggregate, separations, summarise
-from medgan.study.compare import Study, compare
+from medgan.study.compare import compare
 
 
 def test_summarise_against_direct_computation():
@@ -60,21 +59,6 @@ def test_separations_follow_the_catalogue_direction():
     ]
 
 
-@pytest.fixture
-def tiny_study(tmp_path, monkeypatch):
-    monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")
-    root = write_medmnist(tmp_path / "data", n=(128, 16, 64))
-    train = {"data_root": str(root), "epochs": 1, "batch_size": 32, "eval_samples": 64}
-    return Study(
-        dataset="pneumoniamnist",
-        models=["mlp"],
-        losses=["lsgan", "hinge"],
-        seeds=2,
-        train=train,
-        out=str(tmp_path / "study"),
-    )
-
-
 def test_two_variants_two_seeds_end_to_end(tiny_study, capsys):
     results = compare(tiny_study)
     out = tiny_study.out
@@ -112,22 +96,6 @@ def test_rerun_skips_finished_and_resumes_unfinished(tiny_study, monkeypatch):
     results = compare(tiny_study)
     assert calls == [(f"{tiny_study.out}/runs/mlp-hinge-s1", True)]
     assert all(r["status"] == "finished" for r in results["runs"])
-
-
-@pytest.fixture
-def nan_loss():
-    """A loss "test-nan" whose D loss is NaN at the first step, registered for the test."""
-
-    @register("test-nan")
-    class NaNLoss(GANLoss):
-        def d_from_scores(self, real_out, fake_out):
-            return (real_out * float("nan")).mean()
-
-        def g_loss(self, fake_out):
-            return fake_out.mean()
-
-    yield "test-nan"
-    LOSSES.pop("test-nan")
 
 
 def test_failed_run_is_recorded_and_the_others_finish(tiny_study, nan_loss):

@@ -23,7 +23,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
     support is an error."""
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise MedganError(
-            f"--precision bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} has none: use --precision fp32"
+            f"--precision bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} has none: "
+            "use --precision fp32"
         )
     if name != "auto":
         return name

@@ -148,7 +148,8 @@ class FolderLock:
         self._file.seek(0)
         self._file.truncate()
         self._file.write(
-            f"{doing} (pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S', time.localtime(self.started))})"
+            f"{doing} (pid {os.getpid()} on {socket.gethostname()}, "
+            f"since {time.strftime('%H:%M:%S', time.localtime(self.started))})"
         )
         self._file.flush()
 

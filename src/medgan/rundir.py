@@ -106,7 +106,8 @@ class RunDir:
             return self.best_checkpoint
         if which == "best":
             raise MedganError(
-                f"{self.path} has no {self.best_checkpoint.relative_to(self.path)}: only runs trained with keep_best (and evaluated once) keep one"
+                f"{self.path} has no {self.best_checkpoint.relative_to(self.path)}: "
+                "only runs trained with keep_best (and evaluated once) keep one"
             )
         if not self.last_checkpoint.exists():
             raise MedganError(f"{self.path} is not a medgan run directory (needs config.toml and {last})")
@@ -135,7 +136,8 @@ def config_for_resume(run_dir: str | Path, overrides: dict) -> TrainConfig:
     changed = {k: v for k, v in overrides.items() if k not in (*RESUME_CHANGEABLE, "out") and v != getattr(cfg, k)}
     if changed:
         raise MedganError(
-            f"cannot change {', '.join(sorted(changed))} when resuming {run}; only --epochs, --max-minutes, --device and --precision"
+            f"cannot change {', '.join(sorted(changed))} when resuming {run}; "
+            "only --epochs, --max-minutes, --device and --precision"
         )
     return cfg.replace(out=str(run.path), **{k: v for k, v in overrides.items() if k in RESUME_CHANGEABLE})
 

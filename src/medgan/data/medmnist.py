@@ -167,7 +167,8 @@ def read_split(path: Path, flag: str, size: int, split: str) -> tuple[np.ndarray
     if labels.ndim != 2 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
         raise _fail(
             path,
-            f"{split}_labels has shape {labels.shape} and dtype {labels.dtype}, expected integer (N, L) with N={len(images)}",
+            f"{split}_labels has shape {labels.shape} and dtype {labels.dtype}, "
+            f"expected integer (N, L) with N={len(images)}",
             flag,
             size,
         )

@@ -37,7 +37,8 @@ from medgan.metrics.catalogue import NOT_VALIDATED, badness, direction
 MULTIPLE = 2.0  # sensitive: the smallest level's deviation exceeds MULTIPLE x the seed-to-seed spread
 RULE = (
     f"monotone: the deviation from level 0 in the metric's worse direction never decreases from one level to "
-    f"the next by more than the spread and is > {MULTIPLE:g} x the spread (and > 0) at level {LEVELS}; sensitive: monotone and the level-1 deviation > {MULTIPLE:g} x the "
+    f"the next by more than the spread and is > {MULTIPLE:g} x the spread (and > 0) at level {LEVELS}; "
+    f"sensitive: monotone and the level-1 deviation > {MULTIPLE:g} x the "
     f"metric's seed-to-seed spread (std over random half-splits of the real test split); "
     f"passed: sensitive to every disturbance"
 )

@@ -41,7 +41,7 @@ class SpectralNorm(_SpectralNorm):
 
 def add_spectral_norm(module: nn.Module) -> nn.Module:
     """Spectral normalisation (one power iteration per forward) on every conv and linear layer."""
-    for name, child in module.named_children():
+    for child in module.children():
         if isinstance(child, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
             dim = 1 if isinstance(child, nn.ConvTranspose2d) else 0  # the output channels, as torch's spectral_norm
             register_parametrization(

@@ -9,8 +9,9 @@ net is at the stage it was saved in; a new net starts at full size with alpha 1.
 
 Kept from ProGAN: nearest-neighbour upsampling, 2x2 average pooling, pixel norm in G, minibatch
 standard deviation in D, no batch norm, He-initialised weights (with PyTorch's default init the signal
-fades through the deep D and it scores real and fake alike). Left out: equalised learning rate. G ends in tanh like the other
-nets (tanh commutes with nearest upsampling, so alpha 0 is exactly the previous stage's image upsampled).
+fades through the deep D and it scores real and fake alike). Left out: equalised learning rate. G ends in tanh
+like the other nets (tanh commutes with nearest upsampling, so alpha 0 is exactly the previous stage's image
+upsampled).
 """
 
 from __future__ import annotations

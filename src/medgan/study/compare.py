@@ -267,7 +267,8 @@ def load_validation(study: Study) -> dict | None:
         return {
             "path": str(VALIDATION.with_suffix(".md")),
             "passed": {},
-            "mismatch": f"it is for {validation['dataset']} at {validation['size']} px, the study {study.dataset} at {size} px",
+            "mismatch": f"it is for {validation['dataset']} at {validation['size']} px, "
+            f"the study {study.dataset} at {size} px",
         }
     return {
         "path": str(VALIDATION.with_suffix(".md")),

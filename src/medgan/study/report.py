@@ -151,7 +151,8 @@ def _text_sections(results: dict) -> list[str]:
         "## Results",
         "",
         "Values: mean ± half-width of the 95% t-interval over seeds (finished runs only; no ± where the seeds agree "
-        "to 3 significant figures). `real floor`: real train images scored like a generator against the real test split.",
+        "to 3 significant figures). `real floor`: real train images scored like a generator against the real "
+        "test split.",
         "",
     ]
     validation = results.get("validation")
@@ -218,7 +219,8 @@ def findings(results: dict) -> list[str]:
         floor = summary.get("real floor", {}).get("c2st")
         c2st = summary[best]["c2st"]["mean"]
         lines.append(
-            f"- Its C2ST (how often a classifier tells its images from real ones; 0.5 = never): {cell(summary[best]['c2st'])}"
+            "- Its C2ST (how often a classifier tells its images from real ones; 0.5 = never): "
+            f"{cell(summary[best]['c2st'])}"
             + (f", real floor {cell(floor, interval=False)}" if floor else "")
             + (
                 "; its samples do not pass for real yet: train longer (--epochs, --max-minutes)."
@@ -320,7 +322,8 @@ def write_report(results: dict, path: Path) -> None:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>medgan study</title>",
         "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid img{width:260px}</style></head><body>",
+        "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}"
+        ".grid{display:flex;flex-wrap:wrap;gap:8px}.grid img{width:260px}</style></head><body>",
     ]
     parts.append(f"<h1>medgan study: {html.escape(results['study']['dataset'])}</h1>")
     parts.append(_markdown_tables("\n".join(_text_sections(results)[1:])))
@@ -351,7 +354,8 @@ def write_report(results: dict, path: Path) -> None:
     )
     for label, grid in _grids(results):
         parts.append(
-            f"<figure>{_file_img(grid, label) if grid else 'no images'}<figcaption>{html.escape(label)}</figcaption></figure>"
+            f"<figure>{_file_img(grid, label) if grid else 'no images'}"
+            f"<figcaption>{html.escape(label)}</figcaption></figure>"
         )
     parts.append(
         "</div><h2>Nearest training images (top: generated, bottom: its nearest training image)</h2><div class='grid'>"
@@ -360,12 +364,14 @@ def write_report(results: dict, path: Path) -> None:
         run = next((r for r in runs if r["variant"] == variant and r["seed"] == 0), None)
         if run:
             parts.append(
-                f"<figure>{_file_img(RunDir(run['dir']).nearest_train, variant)}<figcaption>{html.escape(variant)}</figcaption></figure>"
+                f"<figure>{_file_img(RunDir(run['dir']).nearest_train, variant)}"
+                f"<figcaption>{html.escape(variant)}</figcaption></figure>"
             )
     parts.append("</div><h2>Domain feature extractor</h2>")
     accuracy = next((r["domain_extractor"] for r in finished if r.get("domain_extractor")), None)
     parts.append(
-        f"<p>Test AUC {accuracy['domain_test_auc']:.3f}, ACC {accuracy['domain_test_acc']:.3f} on the real test split.</p>"
+        f"<p>Test AUC {accuracy['domain_test_auc']:.3f}, ACC {accuracy['domain_test_acc']:.3f} "
+        "on the real test split.</p>"
         if accuracy
         else "<p>not evaluated</p>"
     )
