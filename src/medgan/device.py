@@ -18,8 +18,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto``: bf16 where the device computes bf16 natively (CPUs with AMX or AVX512-BF16: a DCGAN step
-    measured 1.9x and 1.7x faster; CUDA GPUs with native bf16), else fp32. ``bf16`` on a GPU without bf16
+    """``auto``: bf16 where the device computes bf16 natively (CPUs with AMX or AVX512-BF16, CUDA GPUs with native
+    bf16), else fp32 (chosen by measurement: benchmarks/RESULTS.md "precision"). ``bf16`` on a GPU without bf16
     support is an error."""
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise MedganError(
@@ -41,10 +41,9 @@ def native_bf16_cpu() -> bool:
 
 def memory_format(device: torch.device) -> torch.memory_format:
     """The layout of the nets' conv weights (and so of their activations), GAN and domain extractor alike:
-    channels_last (NHWC) on the CPU, where oneDNN convolves it without reordering (the README's `best` command
-    trained 1.33x as many steps in the same time at 28 px and 1.38x at 64 px, fp32, one thread: benchmarks/RESULTS.md
-    "precision"; the extractor's convolutions ran ~2.5x faster); torch's default elsewhere, where it has not been
-    measured."""
+    channels_last (NHWC) on the CPU, where oneDNN convolves it without reordering (chosen by measurement:
+    benchmarks/RESULTS.md "precision", "channels_last on the CPU", and "eval_speed"); torch's default elsewhere,
+    where it has not been measured."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 

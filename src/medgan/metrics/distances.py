@@ -30,7 +30,8 @@ def frechet_distance(feats_a, feats_b) -> float:
     mean_a, cov_a = _mean_cov(_tensor(feats_a))
     mean_b, cov_b = _mean_cov(_tensor(feats_b))
     # tr sqrt(A B) = tr sqrt(A^1/2 B A^1/2); the latter is symmetric PSD, so two symmetric eigh calls
-    # give it exactly real and stably, ~3x faster than scipy's sqrtm or eig of the non-symmetric A B.
+    # give it exactly real and stably, faster than scipy's sqrtm or eig of the non-symmetric A B (measured:
+    # benchmarks/RESULTS.md "eval_speed").
     root_a = _sqrtm_psd(cov_a)
     trace_sqrt = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp(min=0).sqrt().sum()
     distance = (mean_a - mean_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * trace_sqrt
@@ -50,7 +51,8 @@ def kernel_inception_distance(
 ) -> tuple[float, float]:
     """KID (Binkowski et al. 2018): mean and std of the unbiased MMD^2 over random subsets,
     with the polynomial kernel (gamma x.y + coef0)^degree, gamma = 1 / D by default."""
-    # Kernels in float32 as torch-fidelity (2x faster; summed in float64, MMD^2 is within ~1e-8 of float64).
+    # Kernels in float32 as torch-fidelity (faster: benchmarks/RESULTS.md "eval_speed"); summed in float64, MMD^2
+    # is within ~1e-8 of float64.
     feats_a, feats_b = _tensor(feats_a, torch.float32), _tensor(feats_b, torch.float32)
     subset_size = min(subset_size, len(feats_a), len(feats_b))
     gamma = 1.0 / feats_a.shape[1] if gamma is None else gamma
@@ -96,7 +98,8 @@ def precision_recall_density_coverage(real, fake, k=5, chunk=2048) -> dict[str, 
     real_to_fake = torch.full((len(real),), torch.inf, device=real.device)  # to the nearest fake
     for fake_rows, fake_rows_radii in zip(fake.split(chunk), fake_radii.split(chunk)):
         distances = torch.cdist(fake_rows, real)
-        balls_holding_fake.append((distances < real_radii).sum(1, dtype=torch.int32))  # int32: 2x faster
+        # int32: faster (benchmarks/RESULTS.md "eval_speed")
+        balls_holding_fake.append((distances < real_radii).sum(1, dtype=torch.int32))
         real_recalled |= (distances < fake_rows_radii[:, None]).any(0)
         real_to_fake = torch.minimum(real_to_fake, distances.amin(0))
     balls_holding_fake = torch.cat(balls_holding_fake).double()

@@ -27,7 +27,8 @@ def unit_range(images: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
 def _window_means(x: torch.Tensor) -> torch.Tensor:
     """Means over every window inside the image: skimage's uniform filter with its border cropped.
 
-    Two matmuls with banded averaging matrices: ~3x faster on CPU than avg_pool2d, same result.
+    Two matmuls with banded averaging matrices: faster on CPU than avg_pool2d, same result (measured:
+    benchmarks/RESULTS.md "eval_speed").
     """
     rows, cols = (
         torch.ones(n - WINDOW + 1, n, dtype=x.dtype, device=x.device).triu().tril(WINDOW - 1) / WINDOW
@@ -60,7 +61,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def best_ssim_to_reference(generated, reference, pixels_per_batch=2**20) -> float:
     """Mean over generated images of the best SSIM to any reference image."""
-    # float32 (within ~1e-6 of float64) in cache-sized batches: both ~2x faster here than the alternative.
+    # float32 (within ~1e-6 of float64) in cache-sized batches, both faster: benchmarks/RESULTS.md "eval_speed".
     generated, reference = unit_range(generated), unit_range(reference)
     mean_r, var_r = _moments(reference)
     rows = max(1, pixels_per_batch // reference.numel())

@@ -22,8 +22,7 @@ def minibatch_stddev(h: torch.Tensor, group_size: int | None = None) -> torch.Te
     if group < 2:
         return torch.cat([h, h.new_zeros(n, 1, *h.shape[2:])], dim=1)
     grouped = h.reshape(n // group, group, -1).float()  # fp32: bf16 variances lose the signal
-    # The variance written out, not torch.var: on the CPU, var over the middle dim (with its backward) took 5x
-    # as long (benchmarks/minibatch_std_speed.py).
+    # The variance written out, not torch.var (slower on the CPU): benchmarks/RESULTS.md "minibatch_std_speed".
     std = (grouped - grouped.mean(1, keepdim=True)).square().mean(1).add(1e-8).sqrt().mean(1)  # one per group
     channel = std.to(h.dtype).repeat_interleave(group).view(n, 1, *([1] * (h.dim() - 2)))
     return torch.cat([h, channel.expand(n, 1, *h.shape[2:])], dim=1)
