@@ -20,6 +20,7 @@ def blobs(tmp_path):
     return load_dataset("pneumoniamnist", "train", root=root), load_dataset("pneumoniamnist", "test", root=root)
 
 
+@pytest.mark.slow
 def test_domain_extractor_learns_the_labels(blobs, recwarn):
     train, test = blobs
     net, info = train_domain_net(train, test, steps=STEPS)
@@ -56,14 +57,43 @@ def test_domain_cache_key_changes_with_the_architecture(blobs, cache_dir, monkey
     assert len(names) == 2 and any("another-net" in n for n in names) and any(ARCHITECTURE in n for n in names)
 
 
+@pytest.mark.slow
 def test_evaluate_generated_against_floor(blobs):
     train, test = blobs
     good = train.uint8()[:256]
     noise = torch.randint(0, 256, good.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    kwargs = dict(extractors=("domain",), domain_steps=STEPS, n_pixel=64)
+    kept, computed = {}, []
+
+    def memo(compute):  # as evaluation during training keeps them: computed once for the same data
+        if "floors" not in kept:
+            computed.append(1)
+            kept["floors"] = compute()
+        return kept["floors"]
+
+    kwargs = dict(extractors=("domain",), domain_steps=STEPS, n_pixel=64, floors=memo)
     real = evaluate(good, train, test, **kwargs)
     fake = evaluate(noise, train, test, **kwargs)
     m, f = real["metrics"], fake["metrics"]
+    assert computed == [1] and all(m[k]["floor"] == f[k]["floor"] for k in kept["floors"])
+    assert set(kept["floors"]) == set(m) - {"near_copies"}  # near-copies' floor comes with its value
+    assert list(m) == [  # the order of metrics.json
+        "fd_domain",
+        "kid_domain",
+        "precision_domain",
+        "recall_domain",
+        "density_domain",
+        "coverage_domain",
+        "is_domain",
+        "c2st",
+        "ssim_best",
+        "diversity_ssim",
+        "near_copies",
+    ]
+    assert list(m["kid_domain"]) == ["value", "floor", "value_std"] and list(m["c2st"])[:3] == [
+        "value",
+        "floor",
+        "value_ci95",
+    ]
     assert {
         "fd_domain",
         "kid_domain",
@@ -88,6 +118,7 @@ def test_evaluate_generated_against_floor(blobs):
     assert "fd_domain" in table and "real floor" in table and "domain extractor" in table
 
 
+@pytest.mark.slow
 def test_missing_inception_weights_is_a_message_not_a_crash(blobs, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     train, test = blobs
@@ -121,6 +152,7 @@ def test_inception_extractor_uses_weights_from_the_hub_cache(tmp_path, monkeypat
     assert features.shape == (2, 2048) and logits.shape == (2, 1008)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_npz_and_on_a_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "40")
@@ -169,6 +201,7 @@ def test_evaluate_cli_on_npz_and_on_a_run(tmp_path, capsys, monkeypatch):
     assert "--dataset is needed" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @needs_shared_data
 def test_domain_extractor_on_real_pneumoniamnist():
     root = SHARED_DATA / "medmnist"
@@ -199,6 +232,7 @@ def test_frd_wiring_with_a_stand_in_package(blobs, monkeypatch):
     assert [len(files) for files in seen[0]] == [3, 5] and seen[0][0][0] == "00000.png"
 
 
+@pytest.mark.slow
 def test_c2st_real_halves_near_half_noise_near_one_and_deterministic(blobs):
     from medgan.evaluation.c2st import c2st, wilson_interval
 
@@ -214,6 +248,7 @@ def test_c2st_real_halves_near_half_noise_near_one_and_deterministic(blobs):
     assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_keep_best_selects_on_the_validation_split_and_sampling_uses_it(tmp_path, monkeypatch):
     from medgan.rundir import load_run
 
@@ -301,3 +336,19 @@ def test_keep_best_needs_evaluations_and_a_known_metric(tmp_path, capsys):
     )
     with pytest.raises(MedganError, match="no checkpoints/best.pt"):
         load_run(tmp_path / "plain", checkpoint="best")
+
+
+def test_every_catalogue_metric_is_computed_and_c2st_std_is_reported():
+    """Adding a metric = a catalogue entry and its computer under the same name: evaluate, metric validation and
+    the in-training hook iterate the computers."""
+    from types import SimpleNamespace
+
+    from medgan.evaluation.evaluate import METRICS
+    from medgan.metrics.catalogue import CATALOGUE
+
+    assert list(METRICS) and set(METRICS) == {m.name for m in CATALOGUE}
+    result = {"accuracy": 0.6, "ci95_low": 0.5, "ci95_high": 0.7, "n_test": 100}
+    entry = METRICS["c2st"].value(SimpleNamespace(c2st=result))["c2st"]
+    assert entry == {"value": 0.6, "value_ci95": [0.5, 0.7]}
+    entry = METRICS["c2st"].value(SimpleNamespace(c2st={**result, "std": 0.02}))["c2st"]
+    assert entry == {"value": 0.6, "value_ci95": [0.5, 0.7], "value_std": 0.02}

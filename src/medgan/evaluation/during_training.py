@@ -17,8 +17,8 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ContextManager
 
 import torch
 
@@ -36,7 +36,8 @@ from medgan.sample import generate_for_config
 # every run of the data and every evaluation of a run (seeded), so they are computed once, kept per process and on
 # disk beside the domain extractor (at 64 px on one core they take about a minute).
 _FLOORS: dict[str, dict] = {}
-FLOORS_VERSION = "1"  # in the floors' cache key: change it whenever a metric or its floor is computed differently
+FLOORS_VERSION = "2"  # in the floors' cache key: change it whenever a metric or its floor is computed differently
+# 2: FRD's floor (where frd-score is installed) is kept with the others
 
 
 class EvaluateDuringTraining:
@@ -46,7 +47,7 @@ class EvaluateDuringTraining:
         run: RunDir,
         train: ImageSet,
         device: torch.device,
-        sampling: Callable[[], ContextManager[torch.nn.Module]],
+        sampling: Callable[[], AbstractContextManager[torch.nn.Module]],
         save_best: Callable[[], None],
         reference: ImageSet | None = None,
         domain_steps: int | None = None,
@@ -108,9 +109,8 @@ class EvaluateDuringTraining:
     def _evaluate(self, generator, reference: ImageSet, record: dict, log, tstr: bool) -> dict:
         cfg = self.cfg
         n = min(cfg.eval_samples, 10 * len(self.train))
-        floors, cached_at = self._floors(reference, n)
-        known = bool(floors)
-        # Conditional runs: labels as in the train split; TSTR (two classifier trainings) only when asked (the last epoch).
+        # Conditional runs: labels as in the train split; TSTR (two classifier trainings) only when asked (the last
+        # epoch).
         images, labels = generate_for_config(generator, cfg, n, cfg.seed, "as-train", self.train)
         result = evaluate(
             images,
@@ -121,10 +121,8 @@ class EvaluateDuringTraining:
             domain_steps=self.domain_steps,
             n_pixel=200,
             labels=labels if tstr else None,
-            floors=floors,
+            floors=self._floors(reference, n),
         )
-        if not known:
-            files.write_json(cached_at, floors)
         for name, m in result["metrics"].items():
             record[name], record[f"{name}_floor"] = m["value"], m["floor"]
         record["eval_time_s"] = result["seconds"]
@@ -134,18 +132,24 @@ class EvaluateDuringTraining:
         save_closest_pairs(images, self.train, result["memorisation"], self.run.nearest_train)
         return result["metrics"]
 
-    def _floors(self, reference: ImageSet, n: int) -> tuple[dict, Path]:
-        """The real-vs-real floors against ``reference`` with ``n`` images (empty until the first evaluation computes
-        them into it), and their file in the cache. A run changes nothing they depend on, so all runs share them."""
-        key = f"{FLOORS_VERSION}|{extractor_path(self.train, self.domain_steps).name}|{fingerprint(reference)}|{reference.split}|{n}"
+    def _floors(self, reference: ImageSet, n: int) -> Callable[[Callable[[], dict]], dict]:
+        """``evaluate``'s memo for the real-vs-real floors against ``reference`` with ``n`` images: kept per process
+        and in the cache, computed (with the function it is given) only where neither has them. A run changes
+        nothing they depend on, so all runs share them."""
+        extractor = extractor_path(self.train, self.domain_steps).name
+        key = f"{FLOORS_VERSION}|{extractor}|{fingerprint(reference)}|{reference.split}|{n}"
         path = cache_root() / "floors" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
-        floors = _FLOORS.setdefault(key, {})
-        if not floors and path.exists():
-            try:
-                floors.update(json.loads(path.read_text()))
-            except (OSError, ValueError, TypeError):  # a cache: a damaged entry is computed again
-                floors.clear()
-        return floors, path
+
+        def memo(compute: Callable[[], dict]) -> dict:
+            if key not in _FLOORS:
+                floors = _read_floors(path)
+                if floors is None:
+                    floors = compute()
+                    files.write_json(path, floors)
+                _FLOORS[key] = floors
+            return _FLOORS[key]
+
+        return memo
 
     def _keep_if_best(self, metric: dict, position: dict, log) -> None:
         """Save the training state as the best checkpoint when ``metric`` beats the best so far (run.json "best")."""
@@ -164,3 +168,12 @@ class EvaluateDuringTraining:
                     "split": "val",
                 }
             )
+
+
+def _read_floors(path: Path) -> dict | None:
+    """The floors kept at ``path``; None if there are none (a cache: a damaged entry is computed again)."""
+    try:
+        floors = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return floors if isinstance(floors, dict) and floors else None

@@ -1,8 +1,10 @@
 """The metric catalogue: what each metric means, which way is better, and where it may be used.
 
-Every consumer reads this one table: ``evaluate`` (descriptions), config checking (``--keep-best``),
+Every consumer reads this one table: ``evaluate`` (which metrics are per extractor), config checking (``--keep-best``),
 metric validation, study aggregation (separations, ranking) and the reports (columns, in table order).
-Adding a metric = one entry here plus the function that computes it.
+Adding a metric = one entry here plus, under the same name, how to compute its value and floor in
+``evaluation/evaluate.py``'s ``METRICS`` (that layer trains classifiers; this one stays declarative), which
+``evaluate``, metric validation and the evaluation during training all iterate.
 """
 
 from __future__ import annotations
