@@ -3,6 +3,14 @@
 All take (N, D) feature arrays (torch tensors or numpy) and are pure functions of them.
 """
 
+# Why medgan has its own rather than calling torch-fidelity's (or torchmetrics', built around images and a feature
+# network): plain functions of features, on whatever device the features are (torch-fidelity converts to numpy);
+# FD in float64 via two symmetric eigendecompositions (exactly real; faster than scipy's sqrtm, benchmarks/RESULTS.md
+# "eval_speed"); KID as torch-fidelity's unbiased MMD^2 (the same subsets for the same seed) with its std over
+# subsets; precision/recall with density/coverage in one chunked pass, never a full N x N matrix (torch-fidelity has
+# no density/coverage). tests/test_metrics_reference.py checks that they agree with torch-fidelity, scipy and prdc's
+# formulas on random features.
+
 from __future__ import annotations
 
 import numpy as np
