@@ -208,3 +208,27 @@ def test_efficientnet_knows_a_cat():
     cat = torch.from_numpy(data.chelsea()).permute(2, 0, 1)[None]  # (1, 3, 300, 451) uint8
     _, logits = build("efficientnet", split(), split())(cat)
     assert int(logits.argmax()) in (281, 282, 285)  # tabby, tiger cat, Egyptian cat
+
+
+def test_plugins_register_for_the_command_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(extractors, "REGISTRY", dict(REGISTRY))
+    monkeypatch.setattr(extractors, "_entry_points_loaded", False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # a module named in $MEDGAN_EXTRACTOR_MODULES registers itself when imported
+    (tmp_path / "my_medgan_features.py").write_text(
+        "from medgan.evaluation.extractors import register_extractor\n"
+        "register_extractor('by-module', lambda: (lambda x: x.float().mean((2, 3))))\n"
+    )
+    # an installed package's entry point, group medgan.extractors
+    (tmp_path / "my_entry_features.py").write_text("def build():\n    return lambda x: x.float().amax((2, 3))\n")
+    dist = tmp_path / "my_entry_features-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-entry-features\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[medgan.extractors]\nby-entry-point = my_entry_features:build\n")
+    monkeypatch.setenv("MEDGAN_EXTRACTOR_MODULES", "my_medgan_features")
+    check_spec("by-module")
+    check_spec("by-entry-point")
+    assert build("by-entry-point", split(), split())(images(2))[0].shape == (2, 1)
+    monkeypatch.setenv("MEDGAN_EXTRACTOR_MODULES", "no_such_module_here")
+    with pytest.raises(MedganError, match="no_such_module_here"):
+        check_spec("unknown-name")

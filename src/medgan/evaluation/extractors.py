@@ -17,17 +17,23 @@ What users type after ``--extractor`` (comma-separated):
   the path, which wins: ``torchscript:net.pt?size=224&mean=0.485/0.456/0.406&std=0.229/0.224/0.225&channels=3``.
   Keys: ``size`` (px, or ``H/W``; default: the images' own size), ``mean``/``std`` (one value or one per
   channel, for images in [0, 1]; default 0 and 1), ``channels`` (1 or 3; grayscale images are repeated to 3
-  channels, RGB ones averaged to luminance for 1; default: the images' own). Several values are separated by
+  channels, RGB ones converted to luminance for 1; default: the images' own). Several values are separated by
   ``/`` (commas separate extractors on the command line). Its metrics are named ``ts_<file stem>``.
-- any name registered with ``register_extractor(name, builder)`` before ``evaluate`` runs.
+- any name registered with ``register_extractor(name, builder)`` (see ``REGISTRY`` for what a builder is):
+  from Python before ``evaluate`` runs, or for the command line too in a module named in
+  ``$MEDGAN_EXTRACTOR_MODULES`` or by an entry point of group ``medgan.extractors`` (see ``load_plugins``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.metadata
 import inspect
 import json
+import os
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -35,7 +41,7 @@ from urllib.parse import parse_qsl
 import torch
 import torch.nn.functional as F
 
-from medgan import MedganError
+from medgan import MedganError, MedganWarning
 from medgan.device import memory_format
 from medgan.evaluation.inception import InceptionExtractor, Unavailable
 
@@ -44,6 +50,7 @@ __all__ = [
     "Unavailable",
     "build",
     "check_spec",
+    "load_plugins",
     "metric_name",
     "names",
     "register_extractor",
@@ -78,8 +85,33 @@ def register_extractor(name: str, builder: Callable | None = None, *, replace: b
     return add(builder) if builder is not None else add
 
 
+def load_plugins() -> None:
+    """Register the extractors of plug-ins, so that the command line finds them too: the modules named in
+    ``$MEDGAN_EXTRACTOR_MODULES`` (comma-separated, importable; they call ``register_extractor`` when imported) and
+    the entry points of group ``medgan.extractors`` of installed packages (``name = "package.module:builder"``)."""
+    global _entry_points_loaded
+    for module in split_specs(os.environ.get("MEDGAN_EXTRACTOR_MODULES", "")):
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # the user's module: any error of theirs, said in one line
+            raise MedganError(f"MEDGAN_EXTRACTOR_MODULES: cannot import {module!r} ({type(e).__name__}: {e})") from None
+    if not _entry_points_loaded:
+        _entry_points_loaded = True
+        for entry in importlib.metadata.entry_points(group="medgan.extractors"):
+            try:
+                register_extractor(entry.name, entry.load())
+            except Exception as e:  # another package's broken plug-in must not stop medgan
+                warnings.warn(
+                    f"extractor plug-in {entry.name!r} ({entry.value}) not loaded: {e}", MedganWarning, stacklevel=2
+                )
+
+
+_entry_points_loaded = False
+
+
 def names() -> list[str]:
-    """Registered names, plus ``torchscript:PATH``."""
+    """Registered names (plug-ins loaded), plus ``torchscript:PATH``."""
+    load_plugins()
     return [*REGISTRY, f"{TORCHSCRIPT}PATH"]
 
 
@@ -94,6 +126,8 @@ def check_spec(spec: str) -> None:
         if not spec[len(TORCHSCRIPT) :].split("?", 1)[0]:
             raise MedganError(f"{spec!r}: give the file, torchscript:PATH")
         return
+    if spec not in REGISTRY:
+        load_plugins()
     if spec not in REGISTRY:
         raise MedganError(f"unknown extractor {spec!r}; choose from {', '.join(names())}")
 
@@ -226,7 +260,7 @@ class TorchScriptExtractor:
         self.device, self.batch_size, self.path = device, batch_size, path
         self.name = metric_name(f"{TORCHSCRIPT}{path}")
         self.info = {
-            "path": str(path),
+            "path": str(path.resolve()),
             "sha256": _sha256(path),
             "size": self.size,
             "mean": self.mean,
