@@ -62,7 +62,8 @@ def trainer_for(model: str, mode: tuple[str, str], data, out: Path, args) -> Tra
         trainer.generator.to(memory_format=torch.contiguous_format)
         trainer.discriminator.to(memory_format=torch.contiguous_format)
     if variant == "compiled":
-        trainer.generator, trainer.augmented_d = torch.compile(trainer.generator), torch.compile(trainer.augmented_d)
+        nets = trainer.nets  # what the step calls
+        nets.generator, nets.augmented_d = torch.compile(nets.generator), torch.compile(nets.augmented_d)
     return trainer
 
 

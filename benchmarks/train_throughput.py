@@ -162,8 +162,8 @@ def medgan_steps(args, data, loss_name: str, adam: str | None = None):
         )
     if adam is not None:
         opts = {"fused": dict(fused=True), "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}[adam]
-        trainer.opt_g = torch.optim.Adam(trainer.generator.parameters(), lr=LR, betas=BETAS, **opts)
-        trainer.opt_d = torch.optim.Adam(trainer.discriminator.parameters(), lr=LR, betas=BETAS, **opts)
+        trainer.nets.opt_g = torch.optim.Adam(trainer.generator.parameters(), lr=LR, betas=BETAS, **opts)
+        trainer.nets.opt_d = torch.optim.Adam(trainer.discriminator.parameters(), lr=LR, betas=BETAS, **opts)
     n_batches, n_critic = trainer.batches_per_epoch(), trainer.cfg.n_critic
     step = 0
     while True:

@@ -94,12 +94,13 @@ def test_the_cycle_finder_finds_a_cycle_inside_functions(tmp_path):
 LAYERS = [
     ("foundations", ["medgan", "medgan.files", "medgan.device", "medgan.metrics", "medgan.recipes"]),
     ("data", ["medgan.data"]),
-    ("models and losses", ["medgan.models", "medgan.losses", "medgan.augment", "medgan.ema", "medgan.stages"]),
+    ("models and losses", ["medgan.models", "medgan.losses", "medgan.augment", "medgan.ema", "medgan.progression"]),
     ("config and run directory", ["medgan.config", "medgan.nets", "medgan.rundir", "medgan.runlog"]),
     ("sampling", ["medgan.sample"]),
     ("evaluation", ["medgan.evaluation"]),
-    ("training", ["medgan.train", "medgan.progression", "medgan.schedule", "medgan.packed"]),
+    ("training", ["medgan.step", "medgan.train", "medgan.clocks", "medgan.packed"]),
     ("study and report", ["medgan.study"]),
+    ("Python API", ["medgan.api"]),
     ("command line", ["medgan.cli", "medgan.__main__"]),
 ]
 

@@ -24,7 +24,7 @@ from medgan.augment import parse_policy
 from medgan.losses import LOSSES
 from medgan.metrics.catalogue import KEEP_BEST
 from medgan.models import MINIBATCH_STD_MODELS, MODELS
-from medgan.stages import StageSchedule
+from medgan.progression import StageSchedule
 
 
 @dataclass

@@ -16,9 +16,12 @@ from torch import nn
 
 
 class EMA:
-    def __init__(self, module: nn.Module, decay: float):
+    """The average of ``module``'s weights, kept in a copy of it (or in ``average``, a module of the same structure
+    that already holds the starting weights: a pack's stacked averages)."""
+
+    def __init__(self, module: nn.Module, decay: float, average: nn.Module | None = None):
         self.decay, self.updates = decay, 0
-        self.module = copy.deepcopy(module).requires_grad_(False).eval()
+        self.module = average if average is not None else copy.deepcopy(module).requires_grad_(False).eval()
 
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))

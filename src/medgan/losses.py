@@ -34,13 +34,8 @@ class GANLoss:
         self.r1 = r1  # gamma of the R1 penalty, gamma / 2 * E ||grad D(real)||^2; 0 = off
 
     def d_loss(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        if self.r1:
-            real = real.detach().requires_grad_(True)
-        real_out, fake_out = disc(real), disc(fake)
-        real_grad = input_gradient(real_out, real) if self.r1 else None
-        mixed = interpolate(real, fake) if self.gp_weight else None
-        mixed_grad = input_gradient(disc(mixed), mixed) if self.gp_weight else None
-        return self.d_loss_from(real_out, fake_out, real_grad, mixed_grad)
+        """One run's D loss with its penalties, and its stats (``d_losses`` for a single member)."""
+        return d_losses([self], lambda x: disc(x[0]).unsqueeze(0), real.unsqueeze(0), fake.unsqueeze(0), one_member)[0]
 
     def d_loss_from(
         self,
@@ -50,7 +45,7 @@ class GANLoss:
         mixed_grad: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """D's loss and stats from its scores and, for the penalties, its input gradients at the real images (R1)
-        and at the real/fake mixtures (gradient penalty). Packed runs call it once per member."""
+        and at the real/fake mixtures (gradient penalty), for one member."""
         loss, stats = self.d_from_scores(real_out, fake_out), self.stats(real_out, fake_out)
         if real_grad is not None:
             penalty = real_grad.flatten(1).pow(2).sum(1).mean()
@@ -138,6 +133,37 @@ class WassersteinLoss(GANLoss):
     def after_d_step(self, disc):
         for p in disc.parameters():
             p.clamp_(-self.clip, self.clip)
+
+
+def d_losses(
+    losses: list[GANLoss], disc, real: torch.Tensor, fake: torch.Tensor, each
+) -> list[tuple[torch.Tensor, dict]]:
+    """Each member's D loss with its penalties, and its stats: the one place the penalties are assembled.
+
+    ``real``, ``fake``: (K, B, C, H, W), members first; ``disc`` scores such batches; ``each(draw, *tensors)`` makes a
+    random draw per member in its own random stream (``one_member`` for one run). The members agree on the penalties
+    (a pack's runs do), so D and its input gradients are computed once for all; each member's loss then reads its own
+    slice. Random draws per member: D's inputs real, fake, then the mixtures and their augmentation."""
+    r1, gp = losses[0].r1, losses[0].gp_weight
+    if r1:
+        real = real.detach().requires_grad_(True)
+    real_out, fake_out = disc(real), disc(fake)
+    real_grad = input_gradient(real_out, real) if r1 else None
+    mixed = each(interpolate, real, fake) if gp else None
+    mixed_grad = input_gradient(disc(mixed), mixed) if gp else None
+    return [
+        loss.d_loss_from(real_out[k], fake_out[k], _member(real_grad, k), _member(mixed_grad, k))
+        for k, loss in enumerate(losses)
+    ]
+
+
+def _member(stacked: torch.Tensor | None, k: int) -> torch.Tensor | None:
+    return None if stacked is None else stacked[k]
+
+
+def one_member(draw, *tensors: torch.Tensor) -> torch.Tensor:
+    """``each`` of a single run: ``draw`` on the slices of its leading dimension of 1, in the global random stream."""
+    return draw(*(t[0] for t in tensors)).unsqueeze(0)
 
 
 def input_gradient(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from medgan import MedganError, files
 from medgan.config import TrainConfig
-from medgan.data import ImageSet, load_dataset, to_uint8
+from medgan.data import ImageSet, load_split, to_uint8
 from medgan.models.conditional import label_space, label_vectors
 from medgan.rundir import load_run
 
@@ -65,7 +65,7 @@ def generate_for_config(
     ``train`` is the split labels are drawn from (loaded from the config when not given)."""
     if not cfg.conditional:
         return generate(generator, n, seed), None
-    train = train or load_dataset(cfg.dataset, "train", cfg.size, cfg.channels, cfg.data_root or None)
+    train = train or load_split(cfg)
     rows = sample_labels(labels, n, train, seed)
     return generate(generator, n, seed, labels=label_vectors(rows, cfg.n_classes, cfg.multi_label)), rows
 

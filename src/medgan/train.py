@@ -10,8 +10,7 @@ import math
 import signal
 import threading
 import time
-from contextlib import contextmanager
-from functools import partial
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -19,8 +18,9 @@ from torchvision.utils import make_grid
 
 from medgan import MedganError, files
 from medgan.augment import AdaptiveAugment, AugmentedDiscriminator
+from medgan.clocks import Interval, TimeShare
 from medgan.config import TrainConfig, to_toml
-from medgan.data import ImageSet, load_dataset
+from medgan.data import ImageSet, load_split
 from medgan.device import autocast, memory_format, resolve_device, resolve_precision
 from medgan.ema import EMA
 from medgan.evaluation.during_training import EvaluateDuringTraining
@@ -30,14 +30,7 @@ from medgan.nets import nets_for
 from medgan.progression import Progression
 from medgan.rundir import RunDir, default_run_dir
 from medgan.runlog import RunLog
-from medgan.schedule import Interval, TimeShare
-
-
-def make_optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Adam:
-    # The fused Adam kernel updates all tensors in one pass (CPU and CUDA). Measured on the 2-core CPU
-    # (benchmarks/train_throughput.py --compare-adam, MLP lsgan, PneumoniaMNIST): fused 0.351 s/epoch,
-    # foreach 0.421, for-loop 0.423; see benchmarks/RESULTS.md.
-    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+from medgan.step import Nets, Solo, gan_step
 
 
 class NonFiniteLoss(MedganError):
@@ -45,7 +38,9 @@ class NonFiniteLoss(MedganError):
 
 
 class Trainer:
-    """Builds data, nets, loss and optimisers from a config, then ``fit()`` trains them."""
+    """One run: builds its data, nets and loss from a config and keeps its books (position in the data, log,
+    clocks, checkpoints, grids, evaluations); ``fit()`` trains it. The step is ``medgan.step.gan_step`` over
+    ``self.nets`` (this run alone, or a pack it belongs to); the loop is ``fit_runs``."""
 
     def __init__(
         self,
@@ -59,7 +54,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.out or default_run_dir(cfg))
         self.run = RunDir(self.out)
-        self.data = data or load_dataset(cfg.dataset, "train", cfg.size, cfg.channels or None, cfg.data_root or None)
+        self.data = data or load_split(cfg)
         if len(self.data) < cfg.batch_size:
             raise MedganError(f"batch size {cfg.batch_size} is larger than the dataset ({len(self.data)} images)")
         precision = resolve_precision(cfg.precision, self.device)
@@ -85,8 +80,9 @@ class Trainer:
             else self.discriminator
         )
         self.ema = EMA(self.generator, cfg.ema) if cfg.ema else None
-        self.opt_g = make_optimizer(self.generator.parameters(), cfg, cfg.lr)
-        self.opt_d = make_optimizer(self.discriminator.parameters(), cfg, cfg.lr_d or cfg.lr)
+        # What steps the nets: this run alone (with its optimisers), or the pack it is a member of (set by the pack).
+        self.nets: Nets | None = self.stepping_nets()
+        self.member = 0  # this run's place among the members of self.nets
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         columns = int(math.sqrt(cfg.grid_size)) or 1
         # Conditional runs: a grid row per class.
@@ -107,6 +103,11 @@ class Trainer:
         self.deadline, self.last_epoch = math.inf, False  # set by fit from max_minutes; by the loop at each epoch end
         self.clock = time.time  # what the schedules read (tests set a fake one)
         self.checkpointed_step: int | None = None  # the step of the newest last.pt
+        # Set by open(): the run's clocks; by begin_epoch(): the epoch's data order and step records.
+        self.t_start = self.earlier_seconds = self.t_interval = 0.0
+        self.checkpoints = self.grids = self.eval_time = None
+        self.n_batches, self.order, self.epoch_records, self.pending = 0, None, [], []
+        self.summary: dict = {}  # the newest record written to metrics.jsonl (the progress bar shows it)
         # Progressive training swaps self.data per stage and sets the fade-in before each step.
         self.progression = Progression(cfg, self.data, given=data is not None) if cfg.model == "progressive" else None
         self.evaluation = (
@@ -116,6 +117,18 @@ class Trainer:
         )
         self.real_images = self.data  # full size, on the CPU: for samples/real.png
         self.data = self.data.resident(self.device)  # on a GPU: the uint8 images live there, batches are gathered there
+
+    def stepping_nets(self) -> Nets | None:
+        """This run's nets and optimisers as the step sees them (a pack member: None, the pack builds them)."""
+        return Solo(self.cfg, self.generator, self.discriminator, self.augmented_d, self.loss, self.ada, self.ema)
+
+    @property
+    def opt_g(self) -> torch.optim.Optimizer:
+        return self.nets.opt_g
+
+    @property
+    def opt_d(self) -> torch.optim.Optimizer:
+        return self.nets.opt_d
 
     def _label_settings(self, cfg: TrainConfig) -> dict:
         if not cfg.conditional:
@@ -150,8 +163,7 @@ class Trainer:
             | {
                 "generator": self.generator.state_dict(),
                 "discriminator": self.discriminator.state_dict(),
-                "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(),
+                **dict(zip(("opt_g", "opt_d"), self.nets.optimizer_states(self.member))),
                 "epoch": self.epoch,
                 "batch_index": self.batch_index,
                 "step": self.step,
@@ -174,8 +186,7 @@ class Trainer:
             state = files.load_torch(path)
             self.generator.load_state_dict(state["generator"])
             self.discriminator.load_state_dict(state["discriminator"])
-            self.opt_g.load_state_dict(state["opt_g"])
-            self.opt_d.load_state_dict(state["opt_d"])
+            self.nets.load_optimizer_states(self.member, state["opt_g"], state["opt_d"])
             if self.ema:
                 self.ema.module.load_state_dict(state["generator_ema"])
                 self.ema.updates = state["ema_updates"]
@@ -198,38 +209,9 @@ class Trainer:
 
     # ----- one step ----------------------------------------------------------------------------
     def train_step(self, real: torch.Tensor, generator_step: bool, labels: torch.Tensor | None = None) -> dict:
-        """One D step, plus one G step if asked; returns detached scalars (no device sync).
-
-        Conditional runs pass the real batch's ``labels``; the fakes are drawn for the same labels."""
-        G, D, loss, autocast = self.generator, self.augmented_d, self.loss, self.autocast
-        condition = () if labels is None else (labels,)
-        if labels is not None:
-            D = partial(self.augmented_d, y=labels)
-        z = torch.randn(real.shape[0], self.cfg.latent_dim, device=self.device)
-        with torch.set_grad_enabled(generator_step), autocast():  # keep G's graph only when G will step
-            fake = G(z, *condition)
-        with autocast():
-            d_loss, stats = loss.d_loss(D, real, fake.detach())
-        self.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.opt_d.step()
-        loss.after_d_step(self.discriminator)
-        record = {"d_loss": d_loss.detach(), **stats}
-        if self.ada:
-            record["augment_p"] = self.ada.p.clone()  # the p this step used
-            self.ada.update(stats["d_real_sign"])
-        if generator_step:
-            self.augmented_d.requires_grad_(False)  # gradients flow through D to G, but none are stored for D
-            with autocast():
-                g_loss = loss.g_loss(D(fake))
-            self.opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            self.opt_g.step()
-            self.augmented_d.requires_grad_(True)
-            if self.ema:
-                self.ema.update(G)
-            record["g_loss"] = g_loss.detach()
-        return record
+        """One D step, plus one G step if asked, of this run alone (``gan_step``); returns detached scalars (no device
+        sync). Conditional runs pass the real batch's ``labels``; the fakes are drawn for the same labels."""
+        return gan_step(self.nets, real.unsqueeze(0), generator_step, labels, self.autocast)[0]
 
     # ----- the loop ----------------------------------------------------------------------------
     def batches_per_epoch(self) -> int:
@@ -238,19 +220,7 @@ class Trainer:
     def fit(self, resume: bool = False) -> Path:
         """Train (or, with ``resume``, continue from last.pt) to the end; the run folder is held against a second
         command for the while (``files.FolderLock``)."""
-        with files.FolderLock(self.out, f"medgan train of {self.out}"):
-            return self._fit(resume)
-
-    def _fit(self, resume: bool) -> Path:
-        log, error = self.open(resume), None
-        try:
-            with stop_on_signals(self.request_stop):
-                self._loop(log)
-        except BaseException as e:
-            error = e
-            raise
-        finally:
-            self.close(log, error)
+        fit_runs([self], self.nets, resume, self.progress)
         return self.out
 
     def open(self, resume: bool) -> RunLog:
@@ -277,6 +247,7 @@ class Trainer:
         self.deadline = t_start + 60 * cfg.max_minutes - earlier if cfg.max_minutes else math.inf
         self.checkpoints, self.grids = Interval(cfg.checkpoint_every_s, t_start), Interval(cfg.grid_every_s, t_start)
         self.eval_time = TimeShare(cfg.eval_share, log.eval_seconds())
+        self.pending, self.t_interval = [], time.perf_counter()
         return log
 
     def close(self, log: RunLog, error: BaseException | None = None) -> None:
@@ -308,28 +279,11 @@ class Trainer:
         """Stop cleanly after the current step (SIGINT/SIGTERM): checkpoint, then exit (resumable)."""
         self.stop_requested = True
 
-    def _loop(self, log: RunLog) -> None:
-        self.start_loop()
-        while self.epoch < self.cfg.epochs:
-            self.begin_epoch()
-            while self.batch_index < self.n_batches:
-                real, labels = self.next_batch()
-                if not self.after_step(self.train_step(real, self.generator_step_due(), labels), log):
-                    return
-            if not self.end_epoch(log):
-                break
-        self.bar.close()
-
-    # The loop's pieces, also driven by a pack of runs (medgan.packed) that steps several trainers at once.
-    def start_loop(self) -> None:
-        self.bar = self._progress_bar(self.batches_per_epoch())
-        self.pending: list[dict] = []
-        self.t_interval = time.perf_counter()
-
     def begin_epoch(self) -> None:
         """This epoch's data order (the run's own shuffle generator, restored from the epoch's start on resume)."""
-        if self.progression:
-            self.progression.start_epoch(self)
+        images = self.progression.images_for(self.epoch) if self.progression else None
+        if images is not None:  # a new stage of a progressive run
+            self.data = images.resident(self.device)
         self.n_batches = n = self.batches_per_epoch()
         self.shuffle.set_state(self.epoch_shuffle_state)
         self.order = (
@@ -342,7 +296,8 @@ class Trainer:
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The next real batch on the device, and its label vectors for conditional runs."""
         if self.progression:
-            self.progression.before_step(self)
+            nets = [self.generator, self.discriminator, *([self.ema.module] if self.ema else [])]
+            self.progression.fade(self.epoch, self.batch_index, self.batches_per_epoch(), nets, self.data)
         cfg, data, index = self.cfg, self.data, self.order[self.batch_index]
         # labels of the current data (a progressive stage's file has its own)
         labels = (
@@ -366,25 +321,15 @@ class Trainer:
             hook(self)
         if len(self.pending) == cfg.log_every or self.batch_index == self.n_batches or self.stop_requested:
             t_now = time.perf_counter()
-            summary = self._flush(self.pending, log, (t_now - self.t_interval) / len(self.pending))
-            self.epoch_records.append(summary | {"n": len(self.pending)})
-            self.bar.update(len(self.pending))
-            self.bar.set_postfix(
-                img_s=f"{cfg.batch_size / summary['step_time_s']:.0f}",
-                d=f"{summary['d_loss']:.3f}",
-                g=f"{summary.get('g_loss', float('nan')):.3f}",
-                eval=f"{self.eval_time.spent:.0f}s",
-                refresh=False,
-            )
+            self.summary = self._flush(self.pending, log, (t_now - self.t_interval) / len(self.pending))
+            self.epoch_records.append(self.summary | {"n": len(self.pending)})
             self.pending, self.t_interval = [], t_now
             if self.batch_index < self.n_batches and (
                 self.stop_requested or (cfg.checkpoint_every_s and self.checkpoints.due(self.clock()))
             ):
                 self._checkpoint(log)  # mid-epoch (an epoch's end checkpoints in _epoch_side_effects)
-        if self.stop_requested and self.batch_index < self.n_batches:  # on an epoch's last step, finish the epoch
-            self.bar.close()
-            return False
-        return True
+        # On an epoch's last step a stop request finishes the epoch first.
+        return not (self.stop_requested and self.batch_index < self.n_batches)
 
     def end_epoch(self, log: RunLog, last: bool | None = None) -> bool:
         """Close the epoch: grid, evaluation, checkpoint, each when due; False when the run ends here.
@@ -480,21 +425,87 @@ class Trainer:
             index = torch.cat([p if len(p) == self.grid_columns else order[: self.grid_columns] for p in picks])
         return make_grid(data.uint8(index).float() / 255, nrow=self.grid_columns)
 
-    def _progress_bar(self, n_batches: int):
-        from tqdm.auto import tqdm
 
-        cfg, done = self.cfg, self.epoch * n_batches + self.batch_index
-        # A time budget ends the run before its epochs: no percentage then, the budget in the description.
-        total, budget = (
-            (None, f" ({cfg.max_minutes:g} min budget)") if cfg.max_minutes else (cfg.epochs * n_batches, "")
-        )
-        return tqdm(
-            total=total,
-            initial=done,
-            disable=not self.progress,
-            unit="step",
-            desc=f"{cfg.model}-{cfg.loss}{budget}",
-            dynamic_ncols=True,
+def fit_runs(runs: list[Trainer], nets: Nets, resume: bool = False, progress: bool = True) -> None:
+    """The loop, for one run or a pack: hold each run's folder, open each (loading last.pt with ``resume``), step all
+    of them through ``nets`` until their end, and record in each run how it ended."""
+    logs, error = [], None
+    with ExitStack() as held:
+        for run in runs:
+            what = f"medgan train of {run.out}"
+            if len(runs) > 1:
+                what = f"medgan packed training of {run.out} (one of {len(runs)} runs)"
+            held.enter_context(files.FolderLock(run.out, what))
+        try:
+            for k, run in enumerate(runs):
+                with nets.active(k):  # a resume loads the run's random state into its stream
+                    logs.append(run.open(resume))
+            if len({(run.epoch, run.batch_index, run.step) for run in runs}) > 1:
+                raise MedganError(
+                    "the pack's runs stopped at different steps; resume each alone "
+                    "(medgan train --resume --out RUN) or all with --pack off"
+                )
+            with stop_on_signals(lambda: [run.request_stop() for run in runs]):
+                _loop(runs, nets, logs, progress)
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            for run, log in zip(runs, logs):
+                run.close(log, error)
+
+
+def _loop(runs: list[Trainer], nets: Nets, logs: list[RunLog], progress: bool) -> None:
+    lead, cfg = runs[0], runs[0].cfg
+    bar = _progress_bar(lead, len(runs), progress)
+    try:
+        while lead.epoch < cfg.epochs:
+            for run in runs:
+                run.begin_epoch()
+            while lead.batch_index < lead.n_batches:
+                batches = [run.next_batch() for run in runs]
+                real = batches[0][0].unsqueeze(0) if len(runs) == 1 else torch.stack([real for real, _ in batches])
+                records = gan_step(nets, real, lead.generator_step_due(), batches[0][1], lead.autocast)
+                going = []
+                for k, (run, record) in enumerate(zip(runs, records)):
+                    with nets.active(k):
+                        going.append(run.after_step(record, logs[k]))
+                _show(bar, lead)
+                if not all(going):
+                    return
+            last = lead.epoch_is_last(lead.epoch + 1)  # one decision for all: they share the clock
+            ended = []
+            for k, run in enumerate(runs):
+                with nets.active(k):
+                    ended.append(not run.end_epoch(logs[k], last))
+            if any(ended):
+                return
+    finally:
+        bar.close()
+
+
+def _progress_bar(lead: Trainer, n_runs: int, progress: bool):
+    from tqdm.auto import tqdm  # a widget in Jupyter, text elsewhere
+
+    cfg, per_epoch = lead.cfg, lead.batches_per_epoch()
+    # A time budget ends the run before its epochs: no percentage then, the budget in the description.
+    total, budget = (None, f" ({cfg.max_minutes:g} min budget)") if cfg.max_minutes else (cfg.epochs * per_epoch, "")
+    what = f"{cfg.model}-{cfg.loss}" if n_runs == 1 else f"{n_runs} packed {cfg.model} runs"
+    done = lead.epoch * per_epoch + lead.batch_index
+    return tqdm(total=total, initial=done, disable=not progress, unit="step", desc=what + budget, dynamic_ncols=True)
+
+
+def _show(bar, lead: Trainer) -> None:
+    """One step more on the bar; the lead run's newest logged record beside it."""
+    bar.update(1)
+    summary = lead.summary
+    if summary and not lead.pending:  # just written
+        bar.set_postfix(
+            img_s=f"{lead.cfg.batch_size / summary['step_time_s']:.0f}",
+            d=f"{summary['d_loss']:.3f}",
+            g=f"{summary.get('g_loss', float('nan')):.3f}",
+            eval=f"{lead.eval_time.spent:.0f}s",
+            refresh=False,
         )
 
 

@@ -8,7 +8,7 @@ from medgan.data.folder import load_folder
 from medgan.data.imageset import ImageSet, to_float, to_uint8
 from medgan.data.medmnist import DATASETS, SIZES, load_medmnist
 
-__all__ = ["ImageSet", "load_dataset", "dataset_names", "to_float", "to_uint8", "DATASETS", "SIZES"]
+__all__ = ["ImageSet", "load_dataset", "load_split", "dataset_names", "to_float", "to_uint8", "DATASETS", "SIZES"]
 
 
 def dataset_names() -> list[str]:
@@ -28,3 +28,9 @@ def load_dataset(
     if name.startswith("folder:"):
         return load_folder(name[len("folder:") :], split, size, channels)
     return load_medmnist(name, split, size, channels, root, download)
+
+
+def load_split(cfg, split: str = "train", size: int | None = None) -> ImageSet:
+    """One split of the dataset a run's config names (its ``dataset``, ``size``, ``channels``, ``data_root``; 0 and
+    "" mean the dataset's own channels and the default root), at ``size`` px when given."""
+    return load_dataset(cfg.dataset, split, size or cfg.size, cfg.channels or None, cfg.data_root or None)

@@ -8,7 +8,7 @@ import torch
 from medgan.config import TrainConfig
 from medgan.files import load_torch
 from medgan.rundir import config_for_resume
-from medgan.schedule import Interval, TimeShare
+from medgan.clocks import Interval, TimeShare
 from medgan.train import Trainer
 from test_train import tiny_data, weights
 
