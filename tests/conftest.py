@@ -10,12 +10,21 @@ Helpers importable from test modules (``from conftest import write_medmnist, nee
 * ``SHARED_DATA`` / ``needs_shared_data``: the real MedMNIST files of ``../shared/data`` and a skip
   marker for tests that need them.
 
+Two tiers: ``python3 -m pytest -q -m "not slow"`` (fast: every module, a few minutes on 2 CPU cores) and
+``python3 -m pytest -q`` (all, also the ``@pytest.mark.slow`` end-to-end tests). The fault-injection tests'
+random moments come from ``MEDGAN_FAULT_SEED`` (default 0), shown in the report header: rerun a failure with
+the same value, or try others.
+
 Fixtures shared by several test modules: ``tiny_study`` (a small two-variant, two-seed study, not yet
-run) and ``nan_loss`` (registers a loss whose D loss is NaN; yields its name).
+run), ``finished_tiny_study`` (the same study after one ``compare``, trained once per session and put back
+before each test) and ``nan_loss`` (registers a loss whose D loss is NaN; yields its name). Helpers for
+fixtures that train once per module: ``offline_env`` and ``restore``.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -97,13 +106,39 @@ def write_medmnist(tmp_path, name="pneumoniamnist", size=28, n=(64, 16, 16), cha
     return folder
 
 
-@pytest.fixture(autouse=True)
-def _offline_env(monkeypatch, tmp_path_factory):
-    """No network, and caches/data lookups in throwaway folders (never ``~``)."""
+FAULT_SEED = int(os.environ.get("MEDGAN_FAULT_SEED") or 0)
+
+
+def pytest_report_header(config):
+    return [
+        'medgan: two tiers: -m "not slow" (fast, every module) and all tests (adds @pytest.mark.slow end-to-end ones)',
+        f"medgan: MEDGAN_FAULT_SEED={FAULT_SEED} (the fault tests' random moments; set it to repeat or vary them)",
+    ]
+
+
+def offline_env(monkeypatch, tmp_path_factory) -> None:
+    """No network, and caches/data lookups in throwaway folders (never ``~``): what every test runs with.
+    Module- or session-scoped fixtures that train call it with their own ``pytest.MonkeyPatch.context()``,
+    since they run before the per-test ``_offline_env``."""
     monkeypatch.setenv("MEDGAN_OFFLINE", "1")
     monkeypatch.setenv("MEDGAN_C2ST_STEPS", "30")  # tests that measure C2ST itself pass steps explicitly
     monkeypatch.setenv("MEDGAN_CACHE", str(tmp_path_factory.mktemp("medgan-cache")))
     monkeypatch.setenv("MEDGAN_DATA", str(tmp_path_factory.mktemp("medgan-data")))
+
+
+@pytest.fixture(autouse=True)
+def _offline_env(monkeypatch, tmp_path_factory):
+    """No network, and caches/data lookups in throwaway folders (never ``~``)."""
+    offline_env(monkeypatch, tmp_path_factory)
+
+
+def restore(pristine: Path, work: Path) -> Path:
+    """Put folder ``work`` back exactly as ``pristine`` (a copy taken once, after training), at the same path,
+    so the absolute paths that runs and studies record stay true: train once per module, damage per test."""
+    if work.exists():
+        shutil.rmtree(work)
+    shutil.copytree(pristine, work, symlinks=True)
+    return work
 
 
 @pytest.fixture
@@ -120,13 +155,11 @@ def medmnist_root(tmp_path):
     return write_medmnist(tmp_path / "medmnist")
 
 
-@pytest.fixture
-def tiny_study(tmp_path, monkeypatch):
-    """A two-variant (mlp x lsgan/hinge), two-seed study of one epoch on a small written pneumoniamnist."""
+def _tiny_study(folder: Path, monkeypatch, write: bool = True):
     from medgan.study.compare import Study
 
     monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")
-    root = write_medmnist(tmp_path / "data", n=(128, 16, 64))
+    root = write_medmnist(folder / "data", n=(128, 16, 64)) if write else folder / "data"
     train = {"data_root": str(root), "epochs": 1, "batch_size": 32, "eval_samples": 64}
     return Study(
         dataset="pneumoniamnist",
@@ -134,8 +167,38 @@ def tiny_study(tmp_path, monkeypatch):
         losses=["lsgan", "hinge"],
         seeds=2,
         train=train,
-        out=str(tmp_path / "study"),
+        out=str(folder / "study"),
     )
+
+
+@pytest.fixture
+def tiny_study(tmp_path, monkeypatch):
+    """A two-variant (mlp x lsgan/hinge), two-seed study of one epoch on a small written pneumoniamnist."""
+    return _tiny_study(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def _trained_tiny_study(tmp_path_factory):
+    """``tiny_study`` after one ``compare``, done once per session, and a pristine copy of its folder."""
+    from medgan.study.compare import compare
+
+    base = tmp_path_factory.mktemp("finished-tiny-study")
+    with pytest.MonkeyPatch.context() as mp:
+        offline_env(mp, tmp_path_factory)
+        mp.setenv("MEDGAN_CACHE", str(base / "work" / "cache"))
+        compare(_tiny_study(base / "work", mp))
+    shutil.copytree(base / "work", base / "pristine", symlinks=True)
+    return base / "work", base / "pristine"
+
+
+@pytest.fixture
+def finished_tiny_study(_trained_tiny_study, monkeypatch):
+    """``tiny_study`` as one ``compare`` of it left it (its folder, data and cache put back at the same paths):
+    for tests that read a finished study rather than test training it."""
+    work, pristine = _trained_tiny_study
+    restore(pristine, work)
+    monkeypatch.setenv("MEDGAN_CACHE", str(work / "cache"))
+    return _tiny_study(work, monkeypatch, write=False)
 
 
 @pytest.fixture

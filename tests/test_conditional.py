@@ -158,6 +158,7 @@ def test_exported_npz_round_trips_through_the_loader(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_tstr_and_trtr_end_to_end_trtr_beats_chance():
     root_images = labelled_squares(n=256)
     test = labelled_squares(n=128, seed=1)
@@ -171,6 +172,7 @@ def test_tstr_and_trtr_end_to_end_trtr_beats_chance():
     assert good["tstr_acc"] > 0.9 and good["acc_ratio"] > 0.9
 
 
+@pytest.mark.slow
 def test_conditional_study_reports_tstr(tmp_path, monkeypatch):
     from medgan.study.compare import Study, compare
 

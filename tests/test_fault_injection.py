@@ -5,7 +5,10 @@ finished run and study, then the commands that read them.
 Each case asserts: no traceback; exit status 0, or 2 with one line naming the damaged file; nothing written
 outside the folders given (the study or run folder, the data folder, the cache); nothing finished lost, and
 where medgan promises exactness (a resumed run on the CPU) the same result as an uninterrupted run.
-The kill moments are drawn at random (``MEDGAN_FAULT_SEED`` repeats a draw; it is printed on failure).
+The kill moments and flipped bytes are drawn from ``MEDGAN_FAULT_SEED`` (default 0, so a run repeats the last
+one; another value draws other moments). It is in pytest's report header, printed by each kill test and named
+in its failure messages. The finished study the damaged-file cases read is trained once per module and put
+back, at the same path, before each case.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,10 +26,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_medmnist
+from conftest import FAULT_SEED, offline_env, restore, write_medmnist
 from medgan.cli import main
 
-SEED = int(os.environ.get("MEDGAN_FAULT_SEED") or time.time_ns() % 100_000)
+SEED = FAULT_SEED  # MEDGAN_FAULT_SEED, default 0
 TINY = [
     "--dataset",
     "pneumoniamnist",
@@ -86,12 +90,14 @@ def only_given_folders(tmp_path: Path, *given: str) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"data", "cache", *given})
 
 
+@pytest.mark.slow
 def test_kill_9_during_train_then_resume_equals_an_uninterrupted_run(place):
     tmp_path, root, env = place
     args = [*TINY, "--data-root", str(root), "train", "--epochs", "6", "--seed", "1"]
     args = args[args.index("train") :] + args[: args.index("train")]
     clean(medgan([*args, "--out", str(tmp_path / "whole")], env))
     moment = random.Random(SEED).uniform(0.0, 3.0)
+    print(f"MEDGAN_FAULT_SEED={SEED}: kill -9 of train {moment:.2f} s after it started")
     medgan(
         [*args, "--out", str(tmp_path / "killed")], env, kill_after=moment, started=tmp_path / "killed" / "config.toml"
     )
@@ -108,6 +114,7 @@ def test_kill_9_during_train_then_resume_equals_an_uninterrupted_run(place):
     only_given_folders(tmp_path, "whole", "killed")
 
 
+@pytest.mark.slow
 def test_kill_9_during_compare_then_rerun_loses_nothing_finished(place):
     tmp_path, root, env = place
     study = [
@@ -131,6 +138,7 @@ def test_kill_9_during_compare_then_rerun_loses_nothing_finished(place):
     ]
     clean(medgan([*study, "--out", str(tmp_path / "whole")], env))
     moment = random.Random(SEED + 1).uniform(0.0, 12.0)
+    print(f"MEDGAN_FAULT_SEED={SEED}: kill -9 of compare {moment:.2f} s after it started")
     medgan(
         [*study, "--out", str(tmp_path / "killed")], env, kill_after=moment, started=tmp_path / "killed" / "study.json"
     )
@@ -162,10 +170,8 @@ def flip(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.fixture
-def finished_study(place):
-    tmp_path, root, env = place
-    study = [
+def study_args(root: Path, out: Path) -> list[str]:
+    return [
         "compare",
         "--dataset",
         "pneumoniamnist",
@@ -184,10 +190,34 @@ def finished_study(place):
         "--eval-samples",
         "64",
         "--out",
-        str(tmp_path / "study"),
+        str(out),
     ]
-    assert main(study) == 0
-    return tmp_path, study
+
+
+@pytest.fixture(scope="module")
+def trained_study(tmp_path_factory):
+    """work/{data,cache,study} as ``place`` and ``compare`` leave them, trained once; and a pristine copy."""
+    base = tmp_path_factory.mktemp("finished-study")
+    work = base / "work"
+    with pytest.MonkeyPatch.context() as mp:
+        offline_env(mp, tmp_path_factory)
+        root = write_medmnist(work / "data", n=(96, 16, 48))
+        mp.setenv("MEDGAN_CACHE", str(work / "cache"))
+        mp.setenv("MEDGAN_DOMAIN_STEPS", "20")
+        study = study_args(root, work / "study")
+        assert main(study) == 0
+    shutil.copytree(work, base / "pristine", symlinks=True)
+    return work, base / "pristine", study
+
+
+@pytest.fixture
+def finished_study(trained_study, monkeypatch):
+    """The trained study put back as it was (same paths), with ``place``'s environment."""
+    work, pristine, study = trained_study
+    restore(pristine, work)
+    for key, value in {"MEDGAN_CACHE": str(work / "cache"), "MEDGAN_DOMAIN_STEPS": "20", "MEDGAN_OFFLINE": "1"}.items():
+        monkeypatch.setenv(key, value)
+    return work, study
 
 
 @pytest.mark.parametrize("damage", [truncate, flip])

@@ -1,5 +1,6 @@
 """Faults a user meets: copied and moved runs, damaged or foreign checkpoints, empty inputs, unwritable
-destinations. Each gives one clear line (exit 2, no traceback) and writes nothing where it was not asked."""
+destinations. Each gives one clear line (exit 2, no traceback) and writes nothing where it was not asked.
+The one-epoch run most tests start from is trained once per module and put back, at the same path, per test."""
 
 import errno
 import os
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import offline_env, restore
 from medgan import MedganError, MedganWarning, files
 from medgan.cli import main
 from medgan.data import load_dataset
@@ -20,11 +22,22 @@ from medgan.evaluation.domain import load_or_train
 TRAIN = ["train", "--model", "mlp", "--epochs", "1", "--eval-every", "0", "--no-progress", "--no-tensorboard"]
 
 
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A finished one-epoch run at work/runs/a, trained once, and a pristine copy of work."""
+    base = tmp_path_factory.mktemp("trained-run")
+    with pytest.MonkeyPatch.context() as mp:
+        offline_env(mp, tmp_path_factory)
+        assert main([*TRAIN, "--out", str(base / "work" / "runs" / "a")]) == 0
+    shutil.copytree(base / "work", base / "pristine", symlinks=True)
+    return base / "work", base / "pristine"
+
+
 @pytest.fixture
-def run(tmp_path):
-    out = tmp_path / "runs" / "a"
-    assert main([*TRAIN, "--out", str(out)]) == 0
-    return out
+def run(trained_run):
+    """The trained run as it was after training (same path: what it records about itself stays true)."""
+    work, pristine = trained_run
+    return restore(pristine, work) / "runs" / "a"
 
 
 def snapshot(folder):

@@ -59,6 +59,7 @@ def test_separations_follow_the_catalogue_direction():
     ]
 
 
+@pytest.mark.slow
 def test_two_variants_two_seeds_end_to_end(tiny_study, capsys):
     results = compare(tiny_study)
     out = tiny_study.out
@@ -80,7 +81,9 @@ def test_two_variants_two_seeds_end_to_end(tiny_study, capsys):
     assert all(f"{n} " in progress for n in names) and "fd_domain" in progress  # one line per finished run
 
 
-def test_rerun_skips_finished_and_resumes_unfinished(tiny_study, monkeypatch):
+@pytest.mark.slow
+def test_rerun_skips_finished_and_resumes_unfinished(finished_tiny_study, monkeypatch):
+    tiny_study = finished_tiny_study
     compare(tiny_study)
     interrupted = f"{tiny_study.out}/runs/mlp-hinge-s1/run.json"
     info = json.load(open(interrupted))
@@ -98,6 +101,7 @@ def test_rerun_skips_finished_and_resumes_unfinished(tiny_study, monkeypatch):
     assert all(r["status"] == "finished" for r in results["runs"])
 
 
+@pytest.mark.slow
 def test_failed_run_is_recorded_and_the_others_finish(tiny_study, nan_loss):
     tiny_study.losses = ["lsgan", nan_loss]
     results = compare(tiny_study)
@@ -114,6 +118,7 @@ def test_failed_run_is_recorded_and_the_others_finish(tiny_study, nan_loss):
     assert "failed" in report and "did not finish" in report
 
 
+@pytest.mark.slow
 def test_compare_cli_and_bad_preset(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")
     root = write_medmnist(tmp_path / "data", n=(96, 16, 32))
@@ -149,7 +154,9 @@ def test_compare_cli_and_bad_preset(tmp_path, capsys, monkeypatch):
     assert main(["compare", "--losses", "wgangp", "--out", str(tmp_path / "t")]) == 2
 
 
-def test_report_html_is_self_contained_and_names_every_variant(tiny_study):
+@pytest.mark.slow
+def test_report_html_is_self_contained_and_names_every_variant(finished_tiny_study):
+    tiny_study = finished_tiny_study
     compare(tiny_study)
     page = (Path(tiny_study.out) / "report.html").read_text()
     assert "mlp-lsgan" in page and "mlp-hinge" in page and "real floor" in page
@@ -160,12 +167,14 @@ def test_report_html_is_self_contained_and_names_every_variant(tiny_study):
     assert "Test AUC" in page and "torch" in page
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not shutil.which("chromium"), reason="Debian's chromium is not installed (apt-get install chromium)"
 )
-def test_report_renders_in_headless_chromium(tiny_study):
+def test_report_renders_in_headless_chromium(finished_tiny_study):
     import importlib.util
 
+    tiny_study = finished_tiny_study
     compare(tiny_study)
     spec = importlib.util.spec_from_file_location(
         "check_report", Path(__file__).parents[1] / "scripts" / "check_report.py"
@@ -188,10 +197,12 @@ def test_study_file(tmp_path, capsys, monkeypatch):
     assert "training settings go under [train]" in capsys.readouterr().err
 
 
-def test_ray_backend_gives_the_same_results_table(tiny_study, tmp_path):
+@pytest.mark.slow
+def test_ray_backend_gives_the_same_results_table(finished_tiny_study, tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray>=2.9')")
     import ray
 
+    tiny_study = finished_tiny_study
     local = compare(tiny_study)
     tiny_study.out = str(tmp_path / "ray-study")
     try:
@@ -218,7 +229,9 @@ def test_ranking_by_badness_of_the_means():
     assert ranking(summary, []) == []
 
 
-def test_report_marks_metrics_the_validation_failed_and_ranks_by_the_rest(tiny_study):
+@pytest.mark.slow
+def test_report_marks_metrics_the_validation_failed_and_ranks_by_the_rest(finished_tiny_study):
+    tiny_study = finished_tiny_study
     validation = {
         "dataset": "pneumoniamnist",
         "size": 28,
@@ -245,6 +258,7 @@ def test_report_marks_metrics_the_validation_failed_and_ranks_by_the_rest(tiny_s
     assert "kid_domain (not sensitive on this dataset)" in page and "validation/validation.md" in page
 
 
+@pytest.mark.slow
 def test_report_says_how_to_validate_when_no_validation(tiny_study):
     tiny_study.seeds = 1
     tiny_study.losses = ["lsgan"]

@@ -415,6 +415,7 @@ def test_max_minutes_counts_earlier_segments(tmp_path):
     assert resumed.epoch == 2  # already past the budget before the resumed segment: one more epoch, then stop
 
 
+@pytest.mark.slow
 def test_evaluations_never_change_what_training_does(tmp_path, monkeypatch):
     """Evaluations run by the clock, so a resumed run may evaluate at other epochs: they must leave training's
     random state alone, with the extractor trained in the process or loaded from the cache (which built a net
@@ -449,6 +450,7 @@ def test_evaluations_never_change_what_training_does(tmp_path, monkeypatch):
         assert all(torch.equal(weights["never"][k], weights[name][k]) for k in weights["never"]), name
 
 
+@pytest.mark.slow
 def test_floors_are_computed_once_per_data_and_kept_on_disk(tmp_path, monkeypatch):
     """Real-vs-real floors depend on the data, the extractor and the number of images, never on the run: a second
     run (another process: the per-process copy is cleared) reads them from the cache instead of computing them."""

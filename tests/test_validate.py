@@ -69,6 +69,7 @@ def test_judge_monotone_sensitive_constant_and_directions():
     assert judge("fd_domain", [1.0, 2.0, 3.0, 4.0, 5.0], spread=0.0)["level1_over_spread"] == math.inf
 
 
+@pytest.mark.slow
 def test_validate_metrics_cli_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MEDGAN_DOMAIN_STEPS", "20")
     root = write_medmnist(tmp_path / "data", n=(128, 16, 96))
