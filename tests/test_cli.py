@@ -96,6 +96,7 @@ def test_data_commands(capsys):
     assert "4708" in info and "pneumoniamnist_224.npz" in info and "CC BY 4.0" in info
 
 
+@pytest.mark.slow
 def test_sigterm_writes_checkpoint_and_resume_finishes(tmp_path):
     out = tmp_path / "run"
     cmd = [
@@ -137,6 +138,7 @@ def test_sigterm_writes_checkpoint_and_resume_finishes(tmp_path):
     assert info["status"] == "finished" and info["epochs_done"] == 1 and len(info["segments"]) == 2
 
 
+@pytest.mark.slow
 def test_best_preset_is_a_starting_point_that_flags_override(tmp_path):
     from medgan.config import load_toml
 
