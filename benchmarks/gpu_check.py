@@ -5,7 +5,7 @@ has it (a machine that stops midway still leaves figures in OUT/gpu_check.jsonl)
 2. training steps per second, the real training step (``Trainer.train_step``) on data resident on the GPU, for
    mlp and dcgan at 28 and 64 px, lsgan and wgan-gp, fp32 and bf16, and for dcgan 28 px with torch.compile;
    with the share of wall time the GPU is busy (torch.profiler kernel time / wall time);
-3. ``medgan train --preset best`` for --minutes on BreastMNIST and PneumoniaMNIST (both at once), as the README
+3. ``medgan train --recipe best`` for --minutes on BreastMNIST and PneumoniaMNIST (both at once), as the README
    writes it, with its in-training evaluation: epochs, eval share, final metrics;
 4. packed runs: ``benchmarks/packed_throughput.py`` (K = 1..32), then the quickstart study with ``--pack 3`` and
    ``--pack off`` (wall seconds of each command).
@@ -140,7 +140,7 @@ def preset_best(dataset: str, data_root: str, minutes: float, device: str, out: 
         "-m",
         "medgan",
         "train",
-        "--preset",
+        "--recipe",
         "best",
         "--dataset",
         dataset,
@@ -213,7 +213,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "medmnist"))
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu_check_out"))
-    parser.add_argument("--minutes", type=float, default=3.0, help="budget of each --preset best run")
+    parser.add_argument("--minutes", type=float, default=3.0, help="budget of each --recipe best run")
     parser.add_argument("--steps", type=int, default=200, help="timed steps per configuration")
     parser.add_argument(
         "--quick", action="store_true", help="a few steps and one configuration per kind: checks the script"

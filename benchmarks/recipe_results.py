@@ -168,7 +168,10 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--recipes", nargs="+", default=["baseline", "dcgan", "small-data"], help="baseline, dcgan, or a --preset name"
+        "--recipes",
+        nargs="+",
+        default=["baseline", "dcgan", "small-data"],
+        help="baseline, dcgan, or a training recipe (medgan train --recipe NAME)",
     )
     parser.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "breastmnist"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

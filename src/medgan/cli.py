@@ -12,12 +12,31 @@ from medgan import MedganError, MedganWarning
 
 # Each command imports the modules it needs when it runs: importing torch takes seconds, `medgan --help` should not.
 
-# CLI flag -> TrainConfig key; each flag's default is None so we know which ones the user gave.
-TRAIN_FLAGS = {
+# Flags that mean the same in every command that takes them, declared once (``_add_flags``) with one default: None,
+# i.e. not given (train: --config's value, else TrainConfig's default; evaluate: a run's own; the help says which).
+# --seed is read as text: train takes a comma list (one run per seed, packed), every other command one seed.
+SHARED_FLAGS = {
     "--dataset": (str, "builtin, folder:PATH or a MedMNIST name (see `medgan data list`)"),
     "--data-root": (str, "folder holding the MedMNIST .npz files (default $MEDGAN_DATA, else ~/.medmnist)"),
-    "--size": (int, "image size: 28, 64, 128 or 224 for MedMNIST"),
+    "--size": (int, "image size: 28, 64, 128 or 224 for MedMNIST (default 28; for a run: its own)"),
     "--channels": (int, "1 or 3 (default: the dataset's own)"),
+    "--seed": (str, "random seed (default 0)"),
+    "--device": (str, "auto, cpu, cuda or cuda:N (default auto)"),
+    "--precision": (
+        str,
+        "fp32, bf16 (bfloat16 autocast: ~2x per step on a CPU with AMX or AVX512-BF16), or auto: bf16 where the "
+        "device has bf16 units (default fp32)",
+    ),
+    "--out": (str, "where the results go"),
+}
+SEED_LIST = (
+    "random seed (default 0), or comma-separated seeds, e.g. 0,1,2: one run per seed, trained at once as one pack "
+    "(medgan.packed), each in its own folder: --out DIR/s<seed> (default runs/<dataset>-<model>-<loss>-s<seed>)"
+)
+
+# CLI flag -> TrainConfig key; each flag's default is None so we know which ones the user gave.
+TRAIN_FLAGS = {
+    **{f: SHARED_FLAGS[f] for f in ("--dataset", "--data-root", "--size", "--channels")},
     "--model": (str, "mlp, mlp-bn, dcgan, resnet or progressive"),
     "--loss": (str, "gan, lsgan, wgan, wgan-gp or hinge"),
     "--epochs": (int, "number of epochs (default 50)"),
@@ -42,7 +61,8 @@ TRAIN_FLAGS = {
     "--augment": (str, "DiffAugment policy for D's inputs: comma-separated translation,cutout,color (default off)"),
     "--augment-target": (
         float,
-        "ADA: apply the augment policy with a probability adapted so that D's sign on real images averages this, e.g. 0.6 (default 0 = always)",
+        "ADA: apply the augment policy with a probability adapted so that D's sign on real images averages this, "
+        "e.g. 0.6 (default 0 = always)",
     ),
     "--conditional": (bool, "class-conditional G and D on the dataset's labels (one sample-grid row per class)"),
     "--ema": (
@@ -51,24 +71,21 @@ TRAIN_FLAGS = {
     ),
     "--stages": (
         str,
-        "progressive: SIZE:EPOCHS of every stage but the last, e.g. 32:10,64 (the last stage takes the remaining epochs)",
+        "progressive: SIZE:EPOCHS of every stage but the last, e.g. 32:10,64 "
+        "(the last stage takes the remaining epochs)",
     ),
     "--fade-epochs": (float, "progressive: epochs over which each new resolution fades in (default 1)"),
-    "--seed": (int, "random seed (default 0)"),
-    "--device": (str, "auto, cpu, cuda or cuda:N (default auto)"),
-    "--precision": (
-        str,
-        "fp32, bf16 (bfloat16 autocast: ~2x per step on a CPU with AMX or AVX512-BF16), or auto: bf16 where the device has bf16 units (default fp32)",
-    ),
-    "--out": (str, "run directory (default runs/<dataset>-<model>-<loss>-s<seed>)"),
+    **{f: SHARED_FLAGS[f] for f in ("--seed", "--device", "--precision", "--out")},
     "--log-every": (int, "steps between logged records (default 10)"),
     "--eval-every": (
         int,
-        "evaluate with the domain extractor at most every K epochs, as --eval-share allows, and at the end (default 1; 0 = never)",
+        "evaluate with the domain extractor at most every K epochs, as --eval-share allows, and at the end "
+        "(default 1; 0 = never)",
     ),
     "--eval-share": (
         float,
-        "the most of the wall time that evaluations during training may take (default 0.08; 1 = every --eval-every epochs)",
+        "the most of the wall time that evaluations during training may take "
+        "(default 0.08; 1 = every --eval-every epochs)",
     ),
     "--checkpoint-every-s": (
         float,
@@ -93,13 +110,37 @@ def _key(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
-def _add_train_flags(parser: argparse.ArgumentParser, flags) -> None:
+def _add_flags(parser: argparse.ArgumentParser, flags, required=(), **texts: str) -> None:
+    """Add ``flags`` (of ``SHARED_FLAGS`` or ``TRAIN_FLAGS``) to a command, each with default None; ``texts``:
+    a command's own help for a flag, by key (``out="run directory"``)."""
     for flag in flags:
-        kind, text = TRAIN_FLAGS[flag]
+        kind, text = {**SHARED_FLAGS, **TRAIN_FLAGS}[flag]
+        text = texts.get(_key(flag), text)
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            parser.add_argument(flag, type=kind, default=None, help=text)
+            parser.add_argument(flag, type=kind, default=None, required=flag in required, help=text)
+
+
+class _OldSpelling(Exception):
+    """A flag given in its old spelling; the message is the whole line ``main`` prints."""
+
+
+class _Renamed(argparse.Action):
+    """A flag that was renamed: giving it is a one-line error naming the new one (exit code 2, like argparse's)."""
+
+    def __init__(self, option_strings, dest, now: str = "", **kwargs):
+        self.now = now
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise _OldSpelling(f"{parser.prog}: {option_string} is now {self.now}")
+
+
+def _recipe_names() -> str:
+    from medgan.recipes import RECIPES
+
+    return ", ".join(RECIPES)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,14 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--config", help="TOML file with training settings (keys as the flags, with _ for -)")
     train.add_argument(
-        "--preset", help="a recipe to start from, overridden by --config and flags: best or small-data (by image size)"
+        "--recipe",
+        help=f"a training recipe to start from, overridden by --config and flags: {_recipe_names()} (by image size)",
     )
-    _add_train_flags(train, TRAIN_FLAGS)
-    train.add_argument(
-        "--seeds",
-        help="comma-separated seeds, e.g. 0,1,2: one run per seed, trained at once as one pack "
-        "(medgan.packed), each in its own folder: --out DIR/s<seed> (default runs/<dataset>-<model>-<loss>-s<seed>)",
-    )
+    _add_flags(train, TRAIN_FLAGS, seed=SEED_LIST, out="run directory (default runs/<dataset>-<model>-<loss>-s<seed>)")
+    train.add_argument("--preset", action=_Renamed, now=f"--recipe (training recipes: {_recipe_names()})")
+    train.add_argument("--seeds", action=_Renamed, now="--seed, which takes one seed or a comma list (--seed 0,1,2)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard event files")
@@ -128,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="generate images from a trained run")
     sample.add_argument("run_dir", help="a run directory written by `medgan train`")
     sample.add_argument("-n", type=int, default=1000, help="number of images (default 1000)")
-    sample.add_argument("--out", required=True, help="FILE.npz (MedMNIST layout) or a folder for PNG files")
-    sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    _add_flags(sample, ["--out"], required=["--out"], out="FILE.npz (MedMNIST layout) or a folder for PNG files")
+    _add_flags(sample, ["--seed"], seed="noise seed (default 0)")
     sample.add_argument(
         "--labels",
         default="balanced",
@@ -141,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=".npz: also copy the real val and test splits, so medgan and MedMNIST tools load the file as a dataset",
     )
-    sample.add_argument("--device", default="auto")
+    _add_flags(sample, ["--device"])
     sample.add_argument(
         "--checkpoint",
         default="auto",
@@ -158,11 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--config", help="TOML study file: dataset, models, losses, seeds, out; shared settings under [train]"
     )
-    cmp.add_argument("--dataset")
+    _add_flags(cmp, ["--dataset"])
     cmp.add_argument("--models", help="comma-separated, e.g. mlp,dcgan")
     cmp.add_argument("--losses", help="comma-separated, e.g. gan,lsgan,wgan,wgan-gp")
     cmp.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
-    cmp.add_argument("--out", help="study directory (default study)")
+    _add_flags(cmp, ["--out"], out="study directory (default study)")
     cmp.add_argument(
         "--backend",
         default="local",
@@ -177,20 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(one set of kernels; each run keeps its own folder): off (default), K, or auto: pack where a few seconds "
         "of measurement on the device say it is faster (never on a CPU, where it was measured slower)",
     )
-    _add_train_flags(cmp, COMPARE_TRAIN_FLAGS)
+    _add_flags(cmp, COMPARE_TRAIN_FLAGS)
 
     ev = sub.add_parser("evaluate", help="metrics of generated images against the real data, with real-vs-real floors")
     ev.add_argument("source", help="a run directory, a MedMNIST-format FILE.npz (train_images) or a folder of images")
-    ev.add_argument("--dataset", help="the real dataset (default for a run: its own)")
-    ev.add_argument("--data-root", default=None)
-    ev.add_argument("--size", type=int, default=None)
-    ev.add_argument("--channels", type=int, default=None)
+    _add_flags(
+        ev,
+        ["--dataset", "--data-root", "--size", "--channels", "--seed", "--device"],
+        dataset="the real dataset (default for a run: its own)",
+        seed="random seed of the generated images from a run and of the metrics (default 0)",
+    )
     ev.add_argument("--extractor", default="domain,inception", help="comma-separated: domain, inception (default both)")
     ev.add_argument("-n", type=int, default=10000, help="generated images from a run (default 10000)")
     ev.add_argument("--inception-weights", default=None, help="path of weights-inception-2015-12-05-6726825d.pth")
-    ev.add_argument("--out", default=None, help="metrics JSON path (default: metrics.json beside the source)")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--device", default="auto")
+    _add_flags(ev, ["--out"], out="metrics JSON path (default: metrics.json beside the source)")
     ev.add_argument(
         "--checkpoint", default="auto", choices=["auto", "best", "last"], help="a run's checkpoint, as for sample"
     )
@@ -201,10 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Disturbs real test images (noise, blur, salt-and-pepper, rectangles, swirl, mixed-in "
         "images) at 4 levels and reports which metrics grow monotonically and beyond their own noise.",
     )
-    val.add_argument("--dataset", required=True)
-    val.add_argument("--data-root", default=None)
-    val.add_argument("--size", type=int, default=28)
-    val.add_argument("--channels", type=int, default=None)
+    _add_flags(val, ["--dataset", "--data-root", "--size", "--channels", "--device"], required=["--dataset"])
     val.add_argument(
         "--extractor", default="domain,inception", help="comma-separated: domain, inception (default both)"
     )
@@ -213,15 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     val.add_argument("--seeds", type=int, default=5, help="random splits for the seed-to-seed spread (default 5)")
     val.add_argument("--inception-weights", default=None)
-    val.add_argument("--out", default=None, help="output folder (default runs/validate-<dataset>)")
-    val.add_argument("--device", default="auto")
+    _add_flags(val, ["--out"], out="output folder (default runs/validate-<dataset>)")
 
     data = sub.add_parser("data", help="list datasets or show one")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     data_sub.add_parser("list", help="list the datasets medgan can load")
     info = data_sub.add_parser("info", help="describe one dataset and where its files are")
     info.add_argument("name")
-    info.add_argument("--data-root", default=None)
+    _add_flags(info, ["--data-root"])
     return parser
 
 
@@ -232,17 +267,20 @@ def cmd_train(args) -> int:
     from medgan.train import Trainer
 
     given = {_key(f): getattr(args, _key(f)) for f in TRAIN_FLAGS if getattr(args, _key(f)) is not None}
+    seeds = _seeds(given.pop("seed", None))
+    if len(seeds) == 1:
+        given["seed"] = seeds[0]
     file = read_values(args.config) if args.config else {}
-    # preset < config file < flags; the recipe depends on the image size, known only from the other two
-    preset = recipe(args.preset, layered(file, given).get("size", TrainConfig.size)) if args.preset else {}
+    # recipe < config file < flags; the recipe depends on the image size, known only from the other two
+    start = recipe(args.recipe, layered(file, given).get("size", TrainConfig.size)) if args.recipe else {}
     if file:
         try:
-            from_dict(layered(preset, file))
+            from_dict(layered(start, file))
         except MedganError as e:
             raise MedganError(f"{args.config}: {e}") from None
-    cfg = from_dict(layered(preset, file, given))
-    if args.seeds:
-        return _train_seeds(args, cfg, given)
+    cfg = from_dict(layered(start, file, given))
+    if len(seeds) > 1:
+        return _train_seeds(args, cfg, given, seeds)
     if args.resume:
         cfg = config_for_resume(cfg.out or default_run_dir(cfg), {k: getattr(cfg, k) for k in given})
     trainer = Trainer(cfg, progress=not args.no_progress, tensorboard=not args.no_tensorboard)
@@ -254,17 +292,32 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _train_seeds(args, cfg, given: dict) -> int:
-    """``medgan train --seeds 0,1,2``: one run per seed, trained as one pack."""
+def _seeds(text: str | None) -> list[int]:
+    """``--seed``: one seed or a comma list of distinct ones (``0,1,2``); [] when not given."""
+    if text is None:
+        return []
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise MedganError(f"--seed takes a whole number or comma-separated ones, e.g. 0,1,2; got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise MedganError(f"--seed takes one seed or distinct comma-separated seeds (e.g. 0,1,2); got {text!r}")
+    return seeds
+
+
+def _one_seed(text: str | None) -> int:
+    """``--seed`` of a command that takes one seed (default 0)."""
+    seeds = _seeds(text) or [0]
+    if len(seeds) > 1:
+        raise MedganError(f"--seed takes one seed here (a comma list packs runs in `medgan train`); got {text!r}")
+    return seeds[0]
+
+
+def _train_seeds(args, cfg, given: dict, seeds: list[int]) -> int:
+    """``medgan train --seed 0,1,2``: one run per seed, trained as one pack."""
     from medgan.packed import Pack
     from medgan.rundir import config_for_resume, default_run_dir
 
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise MedganError(f"--seeds takes comma-separated whole numbers, e.g. 0,1,2; got {args.seeds!r}") from None
-    if "seed" in given or len(set(seeds)) != len(seeds) or not seeds:
-        raise MedganError("--seeds takes distinct seeds (e.g. 0,1,2), and not together with --seed")
     cfgs = [cfg.replace(seed=s, out=str(Path(cfg.out) / f"s{s}") if cfg.out else "") for s in seeds]
     if args.resume:
         cfgs = [
@@ -290,7 +343,8 @@ def cmd_sample(args) -> int:
 
     if args.n < 1:
         raise MedganError(f"-n must be >= 1, got {args.n}")
-    images, labels, cfg = generate_for_run(args.run_dir, args.n, args.seed, args.labels, args.device, args.checkpoint)
+    device, seed = args.device or "auto", _one_seed(args.seed)
+    images, labels, cfg = generate_for_run(args.run_dir, args.n, seed, args.labels, device, args.checkpoint)
     real = {}
     if args.with_real_splits:
         if not args.out.endswith(".npz"):
@@ -363,6 +417,7 @@ def cmd_compare(args) -> int:
 def cmd_evaluate(args) -> int:
 
     from medgan import files
+    from medgan.config import TrainConfig
     from medgan.data import load_dataset
     from medgan.data.imageset import convert_channels
     from medgan.device import resolve_device
@@ -373,19 +428,19 @@ def cmd_evaluate(args) -> int:
 
     source = Path(args.source)
     extractors = _extractor_names(args.extractor)
-    device = resolve_device(args.device)
+    device, seed = resolve_device(args.device or "auto"), _one_seed(args.seed)
     run = RunDir(source)
     run_cfg = run.read_config() if run.is_run() else None
     dataset = args.dataset or (run_cfg.dataset if run_cfg else None)
     if not dataset:
         raise MedganError("--dataset is needed to evaluate a file or folder (the real data to compare with)")
-    size = args.size or (run_cfg.size if run_cfg else 28)
+    size = args.size or (run_cfg.size if run_cfg else TrainConfig.size)
     channels = args.channels or (run_cfg.channels if run_cfg else None)
     root = args.data_root or (run_cfg.data_root if run_cfg else None) or None
     train = load_dataset(dataset, "train", size, channels, root)
     test = load_dataset(dataset, "test", size, train.channels, root)
     if run_cfg:
-        images, labels, _ = generate_for_run(source, args.n, args.seed, "as-train", str(device), args.checkpoint)
+        images, labels, _ = generate_for_run(source, args.n, seed, "as-train", str(device), args.checkpoint)
         out = Path(args.out or source / "metrics.json")
     elif source.exists():
         images, labels = _read_images(source, size)
@@ -399,7 +454,7 @@ def cmd_evaluate(args) -> int:
         )
     if labels is not None and (labels.shape != (len(images), train.labels.shape[1]) or not labels.any()):
         labels = None  # an unconditional run's export: all-zero labels say nothing; TSTR needs real labels
-    result = evaluate(images, train, test, extractors, device, args.inception_weights, seed=args.seed, labels=labels)
+    result = evaluate(images, train, test, extractors, device, args.inception_weights, seed=seed, labels=labels)
     result["source"] = str(source)
     result["versions"] = versions()
     files.write_json(out, result)
@@ -410,13 +465,15 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_validate_metrics(args) -> int:
+    from medgan.config import TrainConfig
     from medgan.data import load_dataset
     from medgan.device import resolve_device
     from medgan.evaluation.metric_validation import to_markdown, validate_metrics, write_validation
 
     extractors = _extractor_names(args.extractor)
-    train = load_dataset(args.dataset, "train", args.size, args.channels, args.data_root)
-    test = load_dataset(args.dataset, "test", args.size, train.channels, args.data_root)
+    size = args.size or TrainConfig.size
+    train = load_dataset(args.dataset, "train", size, args.channels, args.data_root)
+    test = load_dataset(args.dataset, "test", size, train.channels, args.data_root)
     out = Path(args.out or f"runs/validate-{args.dataset.replace('/', '_').replace(':', '-')}")
     try:
         result = validate_metrics(
@@ -425,7 +482,7 @@ def cmd_validate_metrics(args) -> int:
             extractors,
             args.samples,
             args.seeds,
-            resolve_device(args.device),
+            resolve_device(args.device or "auto"),
             args.inception_weights,
             log=lambda text: print(text, file=sys.stderr),
         )
@@ -489,7 +546,11 @@ UNWRITABLE = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except _OldSpelling as e:
+        print(e, file=sys.stderr)
+        return 2
     handlers = {
         "train": cmd_train,
         "sample": cmd_sample,
@@ -513,8 +574,9 @@ def main(argv: list[str] | None = None) -> int:
             if e.errno not in UNWRITABLE:
                 raise
             print(
-                f"medgan: error: cannot write {e.filename or 'a file'}: {e.strerror}. Free some space or choose a writable --out; "
-                "the files written before are intact (every write is atomic) and --resume continues an interrupted run.",
+                f"medgan: error: cannot write {e.filename or 'a file'}: {e.strerror}. Free some space or choose a "
+                "writable --out; the files written before are intact (every write is atomic) and --resume continues "
+                "an interrupted run.",
                 file=sys.stderr,
             )
             return 2

@@ -1,4 +1,4 @@
-"""Named training recipes (``medgan train --preset NAME``), chosen per image size by measurement.
+"""Named training recipes (``medgan train --recipe NAME``), chosen per image size by measurement.
 
 ``best`` is the recipe the README recommends; the runs behind each choice are in benchmarks/RESULTS.md.
 """
@@ -54,7 +54,7 @@ RECIPES: dict[str, dict[int, dict]] = {
 def recipe(name: str, size: int) -> dict:
     """The settings of recipe ``name`` for images of ``size`` px (the nearest size it was tuned for)."""
     if name not in RECIPES:
-        raise MedganError(f"unknown preset {name!r}; choose from {', '.join(RECIPES)}")
+        raise MedganError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
     by_size = RECIPES[name]
     nearest = min(by_size, key=lambda s: abs(s - size))
     return {**by_size[nearest], "size": size}
