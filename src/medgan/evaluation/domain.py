@@ -32,7 +32,18 @@ from medgan.data import ImageSet, to_float
 from medgan.data.medmnist import cache_root
 from medgan.device import memory_format
 
-MAX_INPUT = 64  # larger images are downsampled to this before the net (keeps CPU cost flat)
+MAX_INPUT = 64  # DomainNet's default (C2ST's net): larger images are downsampled to this before the net
+# Resolutions of the domain extractor for images larger than 28 px, both at most MAX_INPUT (64) as before; knobs for
+# benchmarks/extractor_cost.py. Measured on BreastMNIST 64 px (benchmarks/RESULTS.md#extractor_cost), both cheaper
+# settings lose what the extractor is for, so neither is the default:
+# INPUT_SIZE: features (and training) at most at this size, larger images downsampled inside the net. At 32 px it
+#   trained in ~1/6 of the CPU time (test AUC 0.885 vs 0.901), but FD went blind to Gaussian noise (level-1
+#   deviation 0.15x its spread instead of 18x) and failed validate-metrics (4 of 6 disturbances).
+# TRAIN_SIZE: training steps at most at this size, then batch norm re-estimated and features taken at INPUT_SIZE.
+#   At 32 px the classifier scored at 64 px fell to test AUC 0.795 (untrustworthy).
+INPUT_SIZE = MAX_INPUT
+TRAIN_SIZE = MAX_INPUT
+BN_BATCHES = 8  # batches of the train split that re-estimate batch norm at the feature resolution
 
 # MedMNIST v2 (Yang et al. 2023, Table 3), ResNet-18 at 28 px on the test split: (AUC, ACC).
 RESNET18_28 = {
@@ -66,10 +77,12 @@ class DomainNet(nn.Module):
     """Three 3x3 conv layers (width, 2*width, 4*width) with batch norm, pooling between, a linear head
     (and a rotation head for the self-supervised objective; C2ST reuses the net and ignores it).
 
-    Kept this small on purpose: features for 2 x 10,000 images must take seconds on a 2-core CPU."""
+    Kept this small on purpose: features for 2 x 10,000 images must take seconds on a 2-core CPU.
+    Images larger than ``input_size`` are downsampled to it (antialiased bilinear) before the first layer."""
 
-    def __init__(self, channels: int, n_outputs: int, width: int = 32):
+    def __init__(self, channels: int, n_outputs: int, width: int = 32, input_size: int = MAX_INPUT):
         super().__init__()
+        self.input_size = input_size
 
         def conv(c_in, c_out):
             return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
@@ -106,8 +119,8 @@ class DomainNet(nn.Module):
         concatenated (width + 2*width + 4*width); the head sees the last block's.
         In the nets' layout (``device.memory_format``)."""
         x = x.contiguous(memory_format=memory_format(x.device))
-        if x.shape[-1] > MAX_INPUT:
-            x = F.interpolate(x, size=(MAX_INPUT, MAX_INPUT), mode="bilinear", antialias=True, align_corners=False)
+        if max(x.shape[-2:]) > self.input_size:
+            x = shrink(x, self.input_size)
         pooled = []
         for layer in self.body:
             x = layer(x)
@@ -123,6 +136,41 @@ class DomainNet(nn.Module):
         features, _ = _predict(self, images, device=device)
         stds = features.std(0).split(list(self.block_sizes))
         self.block_scale.copy_(torch.stack([1 / s.mean().clamp(min=1e-6) for s in stds]))
+
+
+def shrink(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Float images (N, C, H, W) downsampled to at most ``size`` px on their longer side (antialiased bilinear)."""
+    h, w = x.shape[-2:]
+    scale = size / max(h, w)
+    target = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return F.interpolate(x, size=target, mode="bilinear", antialias=True, align_corners=False)
+
+
+def input_size(size: int) -> int:
+    """The resolution the domain extractor of ``size`` px images takes its features at."""
+    return min(size, INPUT_SIZE)
+
+
+def train_size(size: int) -> int:
+    """The resolution the domain extractor of ``size`` px images trains at."""
+    return min(size, TRAIN_SIZE, INPUT_SIZE)
+
+
+@torch.no_grad()
+def _restat(net: DomainNet, train: ImageSet, rng: torch.Generator, batch_size: int, device) -> None:
+    """Batch-norm running statistics of ``net`` re-estimated (cumulative average) on train batches at its input size."""
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    for _ in range(BN_BATCHES):
+        index = torch.randint(0, len(train), (min(batch_size, len(train)),), generator=rng)
+        net(to_float(train.uint8(index).to(device)))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    net.eval()
 
 
 @dataclass
@@ -203,7 +251,8 @@ def train_domain_net(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         rng = torch.Generator().manual_seed(seed)
-        net = DomainNet(train.channels, task.n_outputs).to(device, memory_format=memory_format(torch.device(device)))
+        net = DomainNet(train.channels, task.n_outputs, input_size=train_size(train.size))
+        net = net.to(device, memory_format=memory_format(torch.device(device)))
         opt = torch.optim.Adam(net.parameters(), lr=2e-3)
         schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
         net.train()
@@ -226,6 +275,9 @@ def train_domain_net(
             loss.backward()
             opt.step()
             schedule.step()
+        if net.input_size < input_size(train.size):  # trained at a lower resolution: features at the higher one
+            net.input_size = input_size(train.size)
+            _restat(net, train, rng, 2 * batch_size, device)
         net.calibrate(train.uint8(torch.randperm(len(train), generator=rng)[:2000]), device)
     info = {
         "task": task.kind,
@@ -233,6 +285,8 @@ def train_domain_net(
         "steps": steps,
         "train_images": len(train),
         "architecture": ARCHITECTURE,
+        "input_size": net.input_size,
+        "train_size": train_size(train.size),
         **test_scores(net, task, test, device),
     }
     reference = RESNET18_28.get(train.name)
@@ -247,10 +301,13 @@ def train_domain_net(
 def extractor_path(train: ImageSet, steps: int | None = None) -> Path:
     """Where the domain net of this train split is cached (the name holds everything it depends on)."""
     name = train.name.replace("folder:", "folder-").replace("/", "_")[-60:]
+    seen, trained = input_size(train.size), train_size(train.size)
+    size = f"{train.size}px" + (f"-in{seen}" if seen < min(train.size, MAX_INPUT) else "")
+    size += f"-t{trained}" if trained < seen else ""  # at the default resolutions: the name it always had
     return (
         cache_root()
         / "extractors"
-        / f"domain-{ARCHITECTURE}-{name}-{train.size}px-{train.channels}ch-{steps or default_steps()}-{fingerprint(train)}.pt"
+        / f"domain-{ARCHITECTURE}-{name}-{size}-{train.channels}ch-{steps or default_steps()}-{fingerprint(train)}.pt"
     )
 
 
@@ -264,7 +321,7 @@ def load_or_train(
     if path.exists():
         try:
             state = files.load_torch(path)
-            net = DomainNet(train.channels, task.n_outputs)
+            net = DomainNet(train.channels, task.n_outputs, input_size=state["info"].get("input_size", MAX_INPUT))
             net.load_state_dict(state["net"])
             return net.to(device).eval(), state["info"]
         except (MedganError, KeyError, RuntimeError) as e:  # a cache: a damaged entry is trained again
