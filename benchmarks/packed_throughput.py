@@ -1,10 +1,10 @@
 """Packed runs against runs one after another, in one process: runs x steps per second of each, and their ratio.
 
-What is timed is what medgan runs: packed, ``medgan.step.gan_step`` over a pack's nets for K members (one vmapped G and D for
-all, one fused Adam over the stacked tensors, each member's noise drawn in its own random stream); sequential, K
-``Trainer.train_step`` calls, one per run (what ``medgan compare --pack off`` does). One step = one LSGAN D step and
-one G step per run, batch 64 per run, width 32, 28 px, on random images resident on the device (throughput does not
-depend on content). Nothing is written: the runs' folders are never opened.
+What is timed is what medgan runs: packed, ``medgan.step.gan_step`` over a pack's nets for K members (one vmapped G
+and D for all, one fused Adam over the stacked tensors, each member's noise drawn in its own random stream);
+sequential, K ``Trainer.train_step`` calls, one per run (what ``medgan compare --pack off`` does). One step = one
+LSGAN D step and one G step per run, batch 64 per run, width 32, 28 px, on random images resident on the device
+(throughput does not depend on content). Nothing is written: the runs' folders are never opened.
 
     python benchmarks/packed_throughput.py [--models mlp,dcgan] [--ks 1,2,4,8,16,32] [--steps 5] [--device cpu]
 """
