@@ -35,18 +35,24 @@ def timed(fn, cpu: dict | None = None, key: str = ""):
     return out, time.perf_counter() - start
 
 
-def floors_cost(train, test, n: int) -> dict:
+def floors_cost(train, test, n: int, steps: int | None = None) -> dict:
     """Seconds of each part of the real-vs-real floors for ``n`` images (as ``evaluate._floors`` computes them)."""
     from medgan.evaluation.evaluate import Scorer
 
-    extractor = domain.DomainExtractor(train, test)
+    extractor = domain.DomainExtractor(train, test, steps=steps)  # the cached one, just trained
     rng = torch.Generator().manual_seed(0)
     floor = train.uint8(torch.randperm(len(train), generator=rng)[:n])
     real_test = test.uint8()
     cpu: dict = {}
     scorer, _ = timed(lambda: Scorer({"domain": extractor}, real_test, train, 0, "cpu", 200), cpu, "reference_features")
-    timed(lambda: scorer.features(floor), cpu, "features")
-    timed(lambda: scorer.c2st(scorer.real_b), cpu, "c2st")
+    if hasattr(scorer, "features"):  # evaluate.py before its Batch
+        timed(lambda: scorer.features(floor), cpu, "features")
+        timed(lambda: scorer.c2st(scorer.real_b), cpu, "c2st")
+    else:
+        from medgan.evaluation.evaluate import Batch
+
+        timed(lambda: Batch(scorer, floor).features, cpu, "features")
+        timed(scorer.c2st_floor, cpu, "c2st")
     timed(lambda: scorer.ssim_best(floor), cpu, "ssim_best")
     timed(lambda: scorer.diversity(real_test), cpu, "diversity")
     cpu["total"] = sum(cpu.values())
@@ -88,7 +94,8 @@ def main() -> None:
             }
             if args.floors:
                 row["floors"] = {
-                    k: round(v, 1) if k.endswith("_s") else v for k, v in floors_cost(train, test, args.floors).items()
+                    k: round(v, 1) if k.endswith("_s") else v
+                    for k, v in floors_cost(train, test, args.floors, args.steps).items()
                 }
         print(json.dumps(row), flush=True)
         if args.out:
