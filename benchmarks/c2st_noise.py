@@ -154,11 +154,16 @@ def main() -> None:
     parser.add_argument("--sets", default="noise,same")
     parser.add_argument("--settings", default="old,k2,k5")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--summarise", nargs="+", type=Path, help="only the table, from these logs' seed lines")
     parser.add_argument("--n-real", type=int, default=1080)
     parser.add_argument("--noise", type=float, default=0.015, help="largest noise std (fraction of 0..255)")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--no-independent", action="store_true")
     args = parser.parse_args()
+    if args.summarise:
+        lines = [line for log in args.summarise for line in log.read_text().splitlines() if line[:1] == "{"]
+        return table([json.loads(line) for line in lines])
     torch.set_num_threads(1)
     real, fakes = image_sets(args.n_real, args.noise, args.data)
     print(f"real {len(real)}, generated {len(fakes['same'])}, torch threads {torch.get_num_threads()}", flush=True)
@@ -169,36 +174,45 @@ def main() -> None:
         if other is not None:
             print(f"{name}: independent classifier (HistGradientBoosting, 5-fold) {other:.3f}", flush=True)
         for setting in args.settings.split(","):
-            results = []
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 wall, cpu = time.perf_counter(), time.process_time()
                 r = run_setting(setting, real, fake, seed)
                 r["cpu_s"], r["wall_s"] = time.process_time() - cpu, time.perf_counter() - wall
-                results.append(r)
                 short = {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items() if k != "binomial_ci95"}
-                print(json.dumps({"set": name, "setting": setting, "seed": seed, **short}), flush=True)
-            acc = [r["accuracy"] for r in results]
-            first = results[0]
-            inside = [first["ci95_low"] <= a <= first["ci95_high"] for a in acc]
-            row = {
-                "set": name,
-                "setting": setting,
-                "seeds": len(acc),
-                "mean": statistics.fmean(acc),
-                "maxmin3": max(acc[:3]) - min(acc[:3]),
-                "maxmin": max(acc) - min(acc),
-                "std": statistics.stdev(acc) if len(acc) > 1 else math.nan,
-                "reported_std": statistics.fmean(r["std"] for r in results),
-                "halfwidth": statistics.fmean((r["ci95_high"] - r["ci95_low"]) / 2 for r in results),
-                "coverage": sum(inside[1:]) / max(1, len(inside) - 1),
-                "cpu_s": statistics.fmean(r["cpu_s"] for r in results),
-                "wall_s": statistics.fmean(r["wall_s"] for r in results),
-                "steps": statistics.fmean(r.get("steps", 200) for r in results),
-                "independent": other,
-            }
-            rows.append(row)
-            print("ROW " + json.dumps(row), flush=True)
-    print()
+                line = {"set": name, "setting": setting, "seed": seed, "independent": other, **short}
+                print(json.dumps(line), flush=True)
+                rows.append(line)
+    table(rows)
+
+
+def table(runs: list[dict]) -> None:
+    """One row per (set, setting): the seeds' figures; coverage: seeds inside the lowest seed's interval."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        groups.setdefault((r["set"], r["setting"]), []).append(r)
+    rows = []
+    for (name, setting), results in groups.items():
+        other = results[0].get("independent")
+        acc = [r["accuracy"] for r in results]
+        first = results[0]
+        inside = [first["ci95_low"] <= a <= first["ci95_high"] for a in acc]
+        row = {
+            "set": name,
+            "setting": setting,
+            "seeds": len(acc),
+            "mean": statistics.fmean(acc),
+            "maxmin3": max(acc[:3]) - min(acc[:3]),
+            "maxmin": max(acc) - min(acc),
+            "std": statistics.stdev(acc) if len(acc) > 1 else math.nan,
+            "reported_std": statistics.fmean(r["std"] for r in results),
+            "halfwidth": statistics.fmean((r["ci95_high"] - r["ci95_low"]) / 2 for r in results),
+            "coverage": sum(inside[1:]) / max(1, len(inside) - 1),
+            "cpu_s": statistics.fmean(r["cpu_s"] for r in results),
+            "wall_s": statistics.fmean(r["wall_s"] for r in results),
+            "steps": statistics.fmean(r.get("steps", 200) for r in results),
+            "independent": other,
+        }
+        rows.append(row)
     print(
         "| set | setting | seeds | mean | max-min (3 seeds) | max-min (all) | std over seeds | reported std | "
         "interval half-width | coverage | steps/classifier | CPU s/eval | wall s/eval | independent |"
