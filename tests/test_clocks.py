@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
+from medgan.clocks import Interval, TimeShare
 from medgan.config import TrainConfig
 from medgan.files import load_torch
 from medgan.rundir import config_for_resume
-from medgan.clocks import Interval, TimeShare
 from medgan.train import Trainer
 from test_train import tiny_data, weights
 

@@ -292,10 +292,8 @@ def test_keep_best_selects_on_the_validation_split_and_sampling_uses_it(tmp_path
         )
         == 0
     )
-    assert loaded_splits == [
-        "val",
-        "test",
-    ]  # the test split is loaded only for the final evaluation of the best checkpoint
+    # the trainer's own train split first; the test split only for the final evaluation of the best checkpoint
+    assert loaded_splits == ["train", "val", "test"]
     records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     selects, evals = [r for r in records if r.get("kind") == "select"], [r for r in records if r.get("kind") == "eval"]
     assert [r["epoch"] for r in selects] == [1, 2, 3] and len(evals) == 1

@@ -18,9 +18,8 @@ from medgan.data.imageset import resize
 from medgan.files import load_torch
 from medgan.models import build_models
 from medgan.models.progressive import downsample, upsample
-from medgan.progression import FadingImages
+from medgan.progression import FadingImages, StageSchedule
 from medgan.rundir import config_for_resume
-from medgan.progression import StageSchedule
 from medgan.train import Trainer
 
 # 2 stages, 32 -> 64 px; 64 train images in batches of 32 = 2 steps per epoch; the new block fades in over

@@ -53,7 +53,9 @@ class TrainConfig:
     )
     r1: float = 0.0  # R1 penalty weight gamma on D's gradient at real images; 0 = off
     augment: str = ""  # DiffAugment policy for D's inputs, e.g. "translation,cutout" (also: color); "" = off
-    augment_target: float = 0.0  # ADA: apply each augmentation with a probability adapted so E[sign D(real)] stays near this (e.g. 0.6); 0 = always apply
+    # ADA: apply each augmentation with a probability adapted so E[sign D(real)] stays near this (e.g. 0.6);
+    # 0 = always apply
+    augment_target: float = 0.0
     ema: float = 0.0  # decay of the generator's weight average used for samples and evaluation; 0 = off
     conditional: bool = False  # class-conditional G and D (projection), on the dataset's labels
     n_classes: int = 0  # set from the data when conditional: classes (or findings, multi-label)
@@ -62,20 +64,25 @@ class TrainConfig:
     fade_epochs: float = 1.0  # model progressive: epochs over which each new resolution fades in
     seed: int = 0
     device: str = "auto"  # auto = CUDA when present, else CPU
-    precision: str = "fp32"  # "bf16" = bfloat16 autocast of the forward passes (weights and optimiser stay fp32); "auto" = bf16 where the device has bf16 units
+    # "bf16" = bfloat16 autocast of the forward passes (weights and optimiser stay fp32);
+    # "auto" = bf16 where the device has bf16 units
+    precision: str = "fp32"
     out: str = ""  # "" = runs/<dataset>-<model>-<loss>-s<seed>
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard scalar records
     grid_size: int = 64  # images in the per-epoch sample grid (fixed noise)
     eval_every: int = (
         1  # evaluate with the domain extractor at most every K epochs (as eval_share allows) and at the end; 0 = never
     )
-    eval_share: float = 0.08  # the most of the run's wall time that evaluations during training may take (1 = every eval_every epochs); 0.08 leaves room for the final one
+    # the most of the run's wall time that evaluations during training may take (1 = every eval_every epochs);
+    # 0.08 leaves room for the final one
+    eval_share: float = 0.08
     checkpoint_every_s: float = 60.0  # seconds between checkpoints (also at the end and on a stop); 0 = every epoch
     grid_every_s: float = (
         120.0  # seconds between sample grids (PNG and TensorBoard image; also the last epoch); 0 = every epoch
     )
     eval_samples: int = 2000  # generated images per evaluation during training
-    keep_best: str = ""  # e.g. "c2st": evaluations use the validation split and keep checkpoints/best.pt, which sampling uses; "" = off
+    # e.g. "c2st": evaluations use the validation split and keep checkpoints/best.pt, which sampling uses; "" = off
+    keep_best: str = ""
 
     def replace(self, **changes) -> TrainConfig:
         return check(dataclasses.replace(self, **changes))
@@ -132,7 +139,8 @@ def check(cfg: TrainConfig) -> TrainConfig:
         )
     if cfg.checkpoint_every_s < 0 or cfg.grid_every_s < 0:
         raise MedganError(
-            f"checkpoint_every_s and grid_every_s must be >= 0 (0 = every epoch), got {cfg.checkpoint_every_s}, {cfg.grid_every_s}"
+            "checkpoint_every_s and grid_every_s must be >= 0 (0 = every epoch), "
+            f"got {cfg.checkpoint_every_s}, {cfg.grid_every_s}"
         )
     if cfg.max_minutes < 0:
         raise MedganError(f"max_minutes must be >= 0 (0 = no time budget), got {cfg.max_minutes}")
