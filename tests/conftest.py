@@ -121,7 +121,9 @@ def offline_env(monkeypatch, tmp_path_factory) -> None:
     Module- or session-scoped fixtures that train call it with their own ``pytest.MonkeyPatch.context()``,
     since they run before the per-test ``_offline_env``."""
     monkeypatch.setenv("MEDGAN_OFFLINE", "1")
-    monkeypatch.setenv("MEDGAN_C2ST_STEPS", "30")  # tests that measure C2ST itself pass steps explicitly
+    # C2ST's cost in tests: tests that measure C2ST itself pass steps and repeats explicitly
+    monkeypatch.setenv("MEDGAN_C2ST_STEPS", "30")
+    monkeypatch.setenv("MEDGAN_C2ST_REPEATS", "1")
     monkeypatch.setenv("MEDGAN_CACHE", str(tmp_path_factory.mktemp("medgan-cache")))
     monkeypatch.setenv("MEDGAN_DATA", str(tmp_path_factory.mktemp("medgan-data")))
 

@@ -226,7 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
         dataset="the real dataset (default for a run: its own)",
         seed="random seed of the generated images from a run and of the metrics (default 0)",
     )
-    ev.add_argument("--extractor", default="domain,inception", help="comma-separated: domain, inception (default both)")
+    ev.add_argument(
+        "--extractor",
+        default="domain,inception",
+        help=EXTRACTOR_HELP,
+    )
     ev.add_argument("-n", type=int, default=10000, help="generated images from a run (default 10000)")
     ev.add_argument("--inception-weights", default=None, help="path of weights-inception-2015-12-05-6726825d.pth")
     _add_flags(ev, ["--out"], out="metrics JSON path (default: metrics.json beside the source)")
@@ -242,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_flags(val, ["--dataset", "--data-root", "--size", "--channels", "--device"], required=["--dataset"])
     val.add_argument(
-        "--extractor", default="domain,inception", help="comma-separated: domain, inception (default both)"
+        "--extractor",
+        default="domain,inception",
+        help=EXTRACTOR_HELP,
     )
     val.add_argument(
         "--samples", type=int, default=1000, help="images per side (disturbed, reference), at most half the test split"
@@ -261,34 +267,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from medgan.config import TrainConfig, from_dict, layered, read_values
-    from medgan.recipes import recipe
-    from medgan.rundir import config_for_resume, default_run_dir
-    from medgan.train import Trainer
+    from medgan import api
 
     given = {_key(f): getattr(args, _key(f)) for f in TRAIN_FLAGS if getattr(args, _key(f)) is not None}
     seeds = _seeds(given.pop("seed", None))
-    if len(seeds) == 1:
-        given["seed"] = seeds[0]
-    file = read_values(args.config) if args.config else {}
-    # recipe < config file < flags; the recipe depends on the image size, known only from the other two
-    start = recipe(args.recipe, layered(file, given).get("size", TrainConfig.size)) if args.recipe else {}
-    if file:
-        try:
-            from_dict(layered(start, file))
-        except MedganError as e:
-            raise MedganError(f"{args.config}: {e}") from None
-    cfg = from_dict(layered(start, file, given))
-    if len(seeds) > 1:
-        return _train_seeds(args, cfg, given, seeds)
-    if args.resume:
-        cfg = config_for_resume(cfg.out or default_run_dir(cfg), {k: getattr(cfg, k) for k in given})
-    trainer = Trainer(cfg, progress=not args.no_progress, tensorboard=not args.no_tensorboard)
-    out = trainer.fit(resume=args.resume)
-    if trainer.stop_requested:
-        print(f"interrupted: checkpoint written; continue with: medgan train --out {out} --resume", file=sys.stderr)
+    if seeds:
+        given["seed"] = seeds if len(seeds) > 1 else seeds[0]
+    trained = api.train(
+        args.recipe,
+        args.config,
+        args.resume,
+        progress=not args.no_progress,
+        tensorboard=not args.no_tensorboard,
+        **given,
+    )
+    runs = trained if isinstance(trained, list) else [trained]
+    folders = " ".join(str(run.path) for run in runs)
+    if any(run.interrupted for run in runs):
+        if len(runs) == 1:
+            print(
+                f"interrupted: checkpoint written; continue with: medgan train --out {folders} --resume",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"interrupted: checkpoints written; continue with the same command and --resume ({folders})",
+                file=sys.stderr,
+            )
         return 130
-    print(f"finished: {out}  (samples in {out / 'samples'}, TensorBoard: tensorboard --logdir {out})")
+    if len(runs) == 1:
+        out = runs[0].path
+        print(f"finished: {out}  (samples in {out / 'samples'}, TensorBoard: tensorboard --logdir {out})")
+    else:
+        print(f"finished: {folders}")
     return 0
 
 
@@ -313,92 +324,35 @@ def _one_seed(text: str | None) -> int:
     return seeds[0]
 
 
-def _train_seeds(args, cfg, given: dict, seeds: list[int]) -> int:
-    """``medgan train --seed 0,1,2``: one run per seed, trained as one pack."""
-    from medgan.packed import Pack
-    from medgan.rundir import config_for_resume, default_run_dir
-
-    cfgs = [cfg.replace(seed=s, out=str(Path(cfg.out) / f"s{s}") if cfg.out else "") for s in seeds]
-    if args.resume:
-        cfgs = [
-            config_for_resume(c.out or default_run_dir(c), {k: getattr(c, k) for k in given if k != "out"})
-            for c in cfgs
-        ]
-    pack = Pack(cfgs, progress=not args.no_progress, tensorboard=not args.no_tensorboard)
-    outs = pack.fit(resume=args.resume)
-    folders = " ".join(str(out) for out in outs)
-    if pack.members[0].stop_requested:
-        print(
-            f"interrupted: checkpoints written; continue with the same command and --resume ({folders})",
-            file=sys.stderr,
-        )
-        return 130
-    print(f"finished: {folders}")
-    return 0
-
-
 def cmd_sample(args) -> int:
-    from medgan.data import load_dataset
-    from medgan.sample import generate_for_run, write_images
+    from medgan import api
+    from medgan.data import load_split
+    from medgan.sample import write_images
 
-    if args.n < 1:
-        raise MedganError(f"-n must be >= 1, got {args.n}")
-    device, seed = args.device or "auto", _one_seed(args.seed)
-    images, labels, cfg = generate_for_run(args.run_dir, args.n, seed, args.labels, device, args.checkpoint)
+    seed = _one_seed(args.seed)
+    run = api.load(args.run_dir)
+    images, labels = run.sample_with_labels(args.n, seed, args.labels, args.checkpoint, args.device or "auto")
     real = {}
     if args.with_real_splits:
         if not args.out.endswith(".npz"):
             raise MedganError("--with-real-splits needs an --out FILE.npz")
-        real = {
-            split: load_dataset(cfg.dataset, split, cfg.size, cfg.channels, cfg.data_root or None)
-            for split in ("val", "test")
-        }
+        real = {split: load_split(run.config, split) for split in ("val", "test")}
     out = write_images(images, args.out, labels, real)
     print(f"wrote {len(images)} images" + (f" with {args.labels} labels" if labels is not None else "") + f" to {out}")
     return 0
 
 
-def _read_images(source: Path, size: int):
-    """(uint8 (N, C, H, W), labels or None) from a MedMNIST-format .npz (train_images, train_labels) or a
-    folder of image files."""
-    import numpy as np
-    import torch
-
-    if source.suffix == ".npz":
-        try:
-            with np.load(source, allow_pickle=False) as z:
-                array = z["train_images"]
-                if len(array) == 0:
-                    raise MedganError(f"{source} holds no images (train_images is empty): nothing to evaluate")
-                labels = (
-                    torch.from_numpy(z["train_labels"].astype(np.int64)).view(len(array), -1)
-                    if "train_labels" in z
-                    else None
-                )
-        except (OSError, ValueError, KeyError, EOFError) as e:
-            raise MedganError(
-                f"{source} is not a MedMNIST-format .npz with train_images ({type(e).__name__}: {e})"
-            ) from None
-        if array.dtype != np.uint8 or array.ndim not in (3, 4):
-            raise MedganError(
-                f"{source}: train_images must be uint8 (N, H, W) or (N, H, W, 3), got {array.dtype} {array.shape}"
-            )
-        images = torch.from_numpy(array)
-        return (images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()), labels
-    from medgan.data.folder import load_folder
-
-    return load_folder(str(source), "all", size).images, None
-
-
 def cmd_compare(args) -> int:
-    from medgan.study.compare import compare, load_study_file, study_from_args
+    from medgan import api
 
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None
     train = {_key(f): getattr(args, _key(f)) for f in COMPARE_TRAIN_FLAGS if getattr(args, _key(f)) is not None}
-    file = load_study_file(args.config) if args.config else None
-    study = study_from_args(
+    results = api.compare(
         args.preset,
-        file,
+        args.config,
+        args.backend,
+        args.ray_address,
+        args.pack,
         dataset=args.dataset,
         models=split(args.models),
         losses=split(args.losses),
@@ -406,60 +360,43 @@ def cmd_compare(args) -> int:
         out=args.out,
         train=train,
     )
-    results = compare(study, args.backend, args.ray_address, args.pack)
     failed = sum(r["status"] != "finished" for r in results["runs"])
     print(
-        f"wrote {study.out}/report.md, results.csv, results.json ({len(results['runs'])} runs, {failed} not finished)"
+        f"wrote {results['out']}/report.md, results.csv, results.json "
+        f"({len(results['runs'])} runs, {failed} not finished)"
     )
     return 0
 
 
 def cmd_evaluate(args) -> int:
-
-    from medgan import files
-    from medgan.config import TrainConfig
-    from medgan.data import load_dataset
-    from medgan.data.imageset import convert_channels
-    from medgan.device import resolve_device
-    from medgan.evaluation.evaluate import evaluate, format_table, save_closest_pairs
-    from medgan.rundir import RunDir
+    from medgan import api, files
+    from medgan.evaluation.evaluate import format_table, save_closest_pairs
     from medgan.runlog import versions
-    from medgan.sample import generate_for_run
 
     source = Path(args.source)
-    extractors = _extractor_names(args.extractor)
-    device, seed = resolve_device(args.device or "auto"), _one_seed(args.seed)
-    run = RunDir(source)
-    run_cfg = run.read_config() if run.is_run() else None
-    dataset = args.dataset or (run_cfg.dataset if run_cfg else None)
-    if not dataset:
-        raise MedganError("--dataset is needed to evaluate a file or folder (the real data to compare with)")
-    size = args.size or (run_cfg.size if run_cfg else TrainConfig.size)
-    channels = args.channels or (run_cfg.channels if run_cfg else None)
-    root = args.data_root or (run_cfg.data_root if run_cfg else None) or None
-    train = load_dataset(dataset, "train", size, channels, root)
-    test = load_dataset(dataset, "test", size, train.channels, root)
-    if run_cfg:
-        images, labels, _ = generate_for_run(source, args.n, seed, "as-train", str(device), args.checkpoint)
-        out = Path(args.out or source / "metrics.json")
-    elif source.exists():
-        images, labels = _read_images(source, size)
-        out = Path(args.out or (source.with_suffix(".metrics.json") if source.is_file() else source / "metrics.json"))
+    scores = api.evaluate(
+        source,
+        dataset=args.dataset,
+        n=args.n,
+        extractors=_extractor_names(args.extractor),
+        size=args.size,
+        channels=args.channels,
+        data_root=args.data_root,
+        seed=_one_seed(args.seed),
+        device=args.device or "auto",
+        checkpoint=args.checkpoint,
+        inception_weights=args.inception_weights,
+    )
+    if args.out:
+        out = Path(args.out)
     else:
-        raise MedganError(f"{source} does not exist (give a run directory, a .npz file or a folder of images)")
-    images = convert_channels(images, train.channels).contiguous()
-    if tuple(images.shape[1:]) != train.shape:
-        raise MedganError(
-            f"generated images are {tuple(images.shape[1:])} but {dataset} at --size {size} is {train.shape}"
-        )
-    if labels is not None and (labels.shape != (len(images), train.labels.shape[1]) or not labels.any()):
-        labels = None  # an unconditional run's export: all-zero labels say nothing; TSTR needs real labels
-    result = evaluate(images, train, test, extractors, device, args.inception_weights, seed=seed, labels=labels)
-    result["source"] = str(source)
-    result["versions"] = versions()
-    files.write_json(out, result)
-    save_closest_pairs(images, train, result["memorisation"], out.with_name(out.stem + "_nearest_train.png"))
-    print(format_table(result))
+        out = source.with_suffix(".metrics.json") if source.is_file() else source / "metrics.json"
+    scores["versions"] = versions()
+    files.write_json(out, dict(scores))
+    save_closest_pairs(
+        scores.images, scores.train, scores["memorisation"], out.with_name(out.stem + "_nearest_train.png")
+    )
+    print(format_table(scores))
     print(f"\nwrote {out}")
     return 0
 
@@ -494,14 +431,21 @@ def cmd_validate_metrics(args) -> int:
     return 0
 
 
-def _extractor_names(text: str) -> list[str]:
-    from medgan.metrics.catalogue import EXTRACTORS
+EXTRACTOR_HELP = (
+    "comma-separated: domain, inception (default both), efficientnet (the imagenet extra), "
+    "torchscript:PATH[?size=..&mean=a/b/c&std=..&channels=3], or a registered name"
+)
 
-    names = [e.strip() for e in text.split(",") if e.strip()]
-    bad = [e for e in names if e not in EXTRACTORS]
-    if bad or not names:
-        raise MedganError(f"unknown extractor(s) {bad}; choose from {', '.join(EXTRACTORS)}")
-    return names
+
+def _extractor_names(text: str) -> list[str]:
+    from medgan.evaluation.extractors import check_spec, names, split_specs
+
+    specs = split_specs(text)
+    if not specs:
+        raise MedganError(f"--extractor names none; choose from {', '.join(names())} or torchscript:PATH")
+    for spec in specs:
+        check_spec(spec)
+    return specs
 
 
 def cmd_data(args) -> int:

@@ -19,9 +19,9 @@ from torchvision.utils import save_image
 from medgan import MedganWarning, files
 from medgan.data import ImageSet
 from medgan.evaluation.c2st import c2st
-from medgan.evaluation.domain import DomainExtractor
+from medgan.evaluation.extractors import build, metric_name
 from medgan.evaluation.frd import frechet_radiomics_distance
-from medgan.evaluation.inception import InceptionExtractor, Unavailable
+from medgan.evaluation.inception import Unavailable
 from medgan.evaluation.tstr import tstr
 from medgan.metrics import (
     best_ssim_to_reference,
@@ -34,29 +34,18 @@ from medgan.metrics import (
 )
 from medgan.metrics.catalogue import CATALOGUE, direction
 
-# extractor name -> builder(train, test, device, inception_weights, domain_steps)
-BUILDERS = {
-    "domain": lambda train, test, device, weights, steps: DomainExtractor(train, test, steps=steps, device=device),
-    "inception": lambda train, test, device, weights, steps: InceptionExtractor(weights, device=device),
-}
-
-
-def build_extractor(
-    name: str, train: ImageSet, test: ImageSet, device="cpu", inception_weights=None, domain_steps: int | None = None
-):
-    if name not in BUILDERS:
-        raise ValueError(f"unknown extractor {name!r}; choose from {', '.join(BUILDERS)}")
-    return BUILDERS[name](train, test, device, inception_weights, domain_steps)
-
 
 def build_extractors(
     names, train: ImageSet, test: ImageSet, device="cpu", inception_weights=None, domain_steps: int | None = None
 ):
-    """({name: extractor} of those available here, {name: info}); an unavailable one is a warning, not an error."""
+    """({name: extractor} of those available here, {name: info}); an unavailable one is a warning, not an error.
+    ``names``: extractor specs (``domain``, ``inception``, ``efficientnet``, ``torchscript:PATH``, a registered
+    name: ``medgan.evaluation.extractors``); each is reported under its metric name (``ts_<file stem>`` for a file)."""
     extractors, infos = {}, {}
-    for name in names:
+    for spec in names:
+        name = metric_name(spec)
         try:
-            extractors[name] = build_extractor(name, train, test, device, inception_weights, domain_steps)
+            extractors[name] = build(spec, train, test, device, inception_weights, domain_steps)
         except Unavailable as e:
             warnings.warn(f"{name} metrics unavailable: {e}", MedganWarning, stacklevel=3)
             infos[name] = {"available": False, "reason": str(e)}
