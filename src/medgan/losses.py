@@ -35,7 +35,9 @@ class GANLoss:
 
     def d_loss(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """One run's D loss with its penalties, and its stats (``d_losses`` for a single member)."""
-        return d_losses([self], lambda x: disc(x[0]).unsqueeze(0), real.unsqueeze(0), fake.unsqueeze(0), one_member)[0]
+        return d_losses(
+            [self], lambda x: disc(x.squeeze(0)).unsqueeze(0), real.unsqueeze(0), fake.unsqueeze(0), one_member
+        )[0]
 
     def d_loss_from(
         self,
@@ -163,7 +165,7 @@ def _member(stacked: torch.Tensor | None, k: int) -> torch.Tensor | None:
 
 def one_member(draw, *tensors: torch.Tensor) -> torch.Tensor:
     """``each`` of a single run: ``draw`` on the slices of its leading dimension of 1, in the global random stream."""
-    return draw(*(t[0] for t in tensors)).unsqueeze(0)
+    return draw(*(t.squeeze(0) for t in tensors)).unsqueeze(0)
 
 
 def input_gradient(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from torch.func import functional_call
 from medgan import MedganError
 from medgan.config import TrainConfig
 from medgan.data import ImageSet, load_split
-from medgan.device import resolve_device
+from medgan.device import resolve_device, resolve_precision
 from medgan.ema import EMA
 from medgan.losses import LOSSES, build_loss
 from medgan.step import Nets, gan_step, make_optimizer
@@ -58,6 +58,8 @@ def unsupported(cfg: TrainConfig) -> str | None:
         return "conditional runs"
     if cfg.loss not in LOSSES:
         return f"the unknown loss {cfg.loss!r}"
+    if resolve_precision(cfg.precision, resolve_device(cfg.device)) == "bf16":
+        return "bf16 precision (batch norm in a vmapped net under autocast fails on mixed dtypes)"
     return None
 
 

@@ -67,7 +67,9 @@ class Nets:
 
 
 class Solo(Nets):
-    """One run's nets and optimisers as a pack of one: a leading dimension of 1, taken off before each call."""
+    """One run's nets and optimisers as a pack of one: a leading dimension of 1, taken off before each call (by
+    ``squeeze``, whose gradient is a view: indexing's would be a new tensor in torch's default layout, a layout
+    change in a channels_last net's backward pass)."""
 
     def __init__(self, cfg: TrainConfig, generator, discriminator, augmented_d, loss, ada, ema):
         self.generator, self.discriminator, self.augmented_d = generator, discriminator, augmented_d
@@ -77,10 +79,10 @@ class Solo(Nets):
         self.latent_dim = cfg.latent_dim
 
     def g(self, z, labels=None):
-        return self.generator(z[0], *(() if labels is None else (labels,))).unsqueeze(0)
+        return self.generator(z.squeeze(0), *(() if labels is None else (labels,))).unsqueeze(0)
 
     def d(self, x, labels=None):
-        return self.augmented_d(x[0], **({} if labels is None else {"y": labels})).unsqueeze(0)
+        return self.augmented_d(x.squeeze(0), **({} if labels is None else {"y": labels})).unsqueeze(0)
 
     each = staticmethod(one_member)
 
