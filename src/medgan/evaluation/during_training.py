@@ -103,8 +103,7 @@ class EvaluateDuringTraining:
         return time.perf_counter() - started
 
     def _split(self, split: str) -> ImageSet:
-        cfg = self.cfg
-        return data.load_dataset(cfg.dataset, split, cfg.size, cfg.channels, cfg.data_root or None)
+        return data.load_split(self.cfg, split)
 
     def _evaluate(self, generator, reference: ImageSet, record: dict, log, tstr: bool) -> dict:
         cfg = self.cfg
